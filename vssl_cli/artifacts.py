@@ -1,0 +1,217 @@
+"""Artifact manifests: schema, identity digests, lineage, atomic writes, locks.
+
+Every stage writes one artifact (a directory, a Zarr store or an HDF5 file) whose
+``manifest.json`` says what it is, how it was made and from what. Downstream commands
+trust nothing else, so this module is the only place that reads or writes manifests.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from vssl_cli import __version__
+from vssl_cli.errors import UsageProblem, VsslError
+
+SCHEMA = 1
+KINDS = ("frames", "model", "eval", "export")
+MANIFEST_NAME = "manifest.json"
+REQUIRED_FIELDS = ("schema", "kind", "id", "created", "vssl_version", "command", "config",
+                   "inputs", "outputs", "metrics", "environment")
+
+
+def digest(obj: Any, length: int = 16) -> str:
+    """Stable short hash of any JSON-serialisable value (keys sorted, no whitespace)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def file_digest(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """Content hash of a file, streamed so memory stays flat for any size."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment(device: str | None = None) -> dict:
+    """Where the artifact was made; torch is only asked about if the command imported it."""
+    env = {"python": platform.python_version(), "platform": platform.platform(),
+           "torch": _package_version("torch"), "cuda": None, "device": device or "cpu"}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def new_manifest(kind: str, config: dict, inputs: list[dict], *, id: str | None = None,
+                 outputs: dict | None = None, metrics: dict | None = None,
+                 device: str | None = None) -> dict:
+    """A manifest whose ``id`` is the digest of the resolved config and the input ids."""
+    assert kind in KINDS, kind
+    if id is None:
+        id = digest({"kind": kind, "config": config, "inputs": [i.get("id") for i in inputs]})
+    return {"schema": SCHEMA, "kind": kind, "id": id, "created": now(),
+            "vssl_version": __version__, "command": list(sys.argv), "config": config,
+            "inputs": inputs, "outputs": outputs or {}, "metrics": metrics or {},
+            "environment": environment(device)}
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to a temporary file beside ``path``, fsync it, then rename over ``path``.
+
+    A reader sees the old file or the new one, never half of either.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def check_manifest(manifest: Any, source: str) -> dict:
+    """Validate the fields every stage relies on; raise a one-line error naming ``source``."""
+    if not isinstance(manifest, dict):
+        raise VsslError("manifest is not a JSON object", source)
+    missing = [k for k in REQUIRED_FIELDS if k not in manifest]
+    if missing:
+        raise VsslError(f"manifest lacks field(s) {', '.join(missing)}", source)
+    if not isinstance(manifest["schema"], int) or manifest["schema"] > SCHEMA:
+        raise VsslError(f"manifest schema {manifest['schema']!r} is newer than this vssl "
+                        f"understands ({SCHEMA}); upgrade vssl", source)
+    if manifest["kind"] not in KINDS:
+        raise VsslError(f"unknown artifact kind {manifest['kind']!r}", source)
+    return manifest
+
+
+def parse_manifest(text: str | bytes, source: str) -> dict:
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise VsslError(f"corrupt manifest: {e}", source) from None
+    return check_manifest(obj, source)
+
+
+def manifest_path(artifact: str | os.PathLike) -> Path:
+    return Path(artifact) / MANIFEST_NAME
+
+
+def load_manifest(artifact: str | os.PathLike) -> dict:
+    """Read the manifest of any artifact: a directory (incl. Zarr) or an HDF5 file."""
+    artifact = str(artifact)
+    if not os.path.exists(artifact):
+        raise VsslError("no such artifact", artifact)
+    if os.path.isfile(artifact):
+        if artifact.endswith(MANIFEST_NAME):
+            return parse_manifest(Path(artifact).read_bytes(), artifact)
+        from vssl_cli.store import read_file_manifest  # HDF5 keeps it as a root attribute
+        return read_file_manifest(artifact)
+    path = manifest_path(artifact)
+    if not path.exists():
+        raise VsslError("not a vssl artifact: no manifest.json", artifact)
+    return parse_manifest(path.read_bytes(), str(path))
+
+
+def expect_kind(manifest: dict, kind: str, artifact: str) -> dict:
+    if manifest["kind"] != kind:
+        raise UsageProblem(f"expected a {kind} artifact, got a {manifest['kind']} artifact",
+                           artifact)
+    return manifest
+
+
+def lineage(artifact: str, manifest: dict) -> dict:
+    """The entry a downstream manifest keeps in ``inputs`` for one upstream artifact."""
+    return {"path": os.path.abspath(artifact), "id": manifest["id"], "kind": manifest["kind"]}
+
+
+def resolve_input(arg: str, stdin=None) -> str:
+    """``-`` means: the upstream command printed the artifact path on our stdin."""
+    if arg != "-":
+        return arg
+    stdin = stdin or sys.stdin
+    for line in stdin:
+        line = line.strip()
+        if line:
+            return line
+    raise UsageProblem("expected an artifact path on standard input, got nothing", "-")
+
+
+@contextlib.contextmanager
+def exclusive_lock(artifact: str | os.PathLike) -> Iterator[None]:
+    """Refuse a second writer of the same artifact instead of letting both corrupt it."""
+    lock_path = f"{os.fspath(artifact).rstrip(os.sep)}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise VsslError("another vssl process is writing this artifact "
+                            f"(lock held on {lock_path})", artifact) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory artifact under a temporary name, then swap it into place.
+
+    The previous artifact (if any) survives any failure before the swap.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_path(tmp, final)
+
+
+def replace_path(new: Path, final: Path) -> None:
+    """Move ``new`` onto ``final``; an old ``final`` is moved aside first, then deleted."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(new, final)
+    if old is not None:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)

@@ -1,0 +1,86 @@
+"""The `vssl` command group and the one place errors become exit codes.
+
+Every failure the user can act on is printed as one line,
+``vssl <cmd>: error: <what> (<file>)``: exit 2 for usage, 1 for failures, 130 when
+interrupted. SIGTERM is treated like Ctrl-C so every command cleans up the same way.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import traceback
+
+import click
+
+from vssl_cli import __version__
+from vssl_cli.errors import VsslError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="vssl")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv: debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bars.")
+def cli(verbose, quiet):
+    """Self-supervised video representation learning, one artifact per command.
+
+    Each command reads artifacts, writes one (a folder, Zarr store or HDF5 file with a
+    manifest) and prints its path on stdout, so commands pipe: `-` as an input reads
+    the path from standard input. Shell completion: eval "$(_VSSL_COMPLETE=bash_source vssl)".
+    """
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="vssl: %(message)s", stream=sys.stderr, force=True)
+
+
+def _register():
+    from vssl_cli.cli.extract import extract_command
+    from vssl_cli.cli.inspect import inspect_command
+    from vssl_cli.cli.pending import COMMANDS
+    from vssl_cli.cli.synth import synth_command
+    for command in (extract_command, synth_command, inspect_command, *COMMANDS):
+        cli.add_command(command)
+
+
+_register()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _command_name(argv: list[str]) -> str:
+    names = [a for a in argv if a in cli.commands]
+    return f"vssl {names[0]}" if names else "vssl"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    name = _command_name(argv)
+    try:
+        code = cli.main(argv, prog_name="vssl", standalone_mode=False)
+    except click.UsageError as e:
+        ctx_name = e.ctx.command_path if e.ctx else name
+        print(f"{ctx_name}: error: {e.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except click.Abort:
+        print(f"{name}: error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print(f"{name}: error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except VsslError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        print(f"{name}: error: {e.format_message()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        sys.exit(1)
+    except Exception as e:  # a bug: one line by default, the traceback with -v
+        if "-v" in argv or "--verbose" in argv or "-vv" in argv:
+            traceback.print_exc()
+        print(f"{name}: error: internal error: {type(e).__name__}: {e} "
+              "(rerun with -v for a traceback)", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

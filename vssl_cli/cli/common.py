@@ -1,0 +1,56 @@
+"""Helpers every command shares: printing the artifact, progress bars, option types."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+log = logging.getLogger("vssl")
+
+
+def emit(path: str, manifest: dict, as_json: bool) -> None:
+    """stdout carries only the artifact path (or its manifest with --json), so commands pipe."""
+    if as_json:
+        click.echo(json.dumps(manifest, indent=1, default=str))
+    else:
+        click.echo(path)
+
+
+def progress_bar(total: int, desc: str, unit: str = "video"):
+    """A tqdm bar on stderr; silent with -q or when stderr is not a terminal."""
+    from tqdm import tqdm
+    quiet = logging.getLogger("vssl").getEffectiveLevel() > logging.INFO
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                disable=True if quiet else None, leave=False)
+
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print the manifest as JSON instead of the artifact path.")
+force_option = click.option("--force", is_flag=True,
+                            help="Rebuild even if an up-to-date artifact exists.")
+dry_run_option = click.option("--dry-run", is_flag=True,
+                              help="Say what would be done and exit without writing.")
+
+
+def workers_option(default: int = 1, help: str = "Parallel workers."):
+    return click.option("-j", "--workers", type=click.IntRange(1), default=default,
+                        show_default=True, help=help)
+
+
+class SizeType(click.ParamType):
+    """``WxH`` as a (width, height) tuple."""
+
+    name = "WxH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            w, h = (int(v) for v in value.lower().split("x"))
+            if w > 0 and h > 0:
+                return (w, h)
+        except ValueError:
+            pass
+        self.fail(f"expected WIDTHxHEIGHT such as 160x120, got {value!r}", param, ctx)

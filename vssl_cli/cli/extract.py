@@ -1,0 +1,104 @@
+"""`vssl extract`: decode videos into a frame store with labels and splits."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from vssl_cli.cli.common import (SizeType, dry_run_option, emit, force_option, json_option,
+                                 log, progress_bar, workers_option)
+from vssl_cli.errors import VsslError
+from vssl_cli.extract import ExtractConfig, extract
+from vssl_cli.store import CHUNK_FRAMES
+from vssl_cli.video.datasets import LAYOUTS, IndexOptions
+from vssl_cli.video.decode import DecodeParams
+
+
+@click.command("extract")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=True),
+              help="Frame store to create or update: DIR.zarr (Zarr) or FILE.h5 (HDF5).")
+@click.option("--layout", type=click.Choice(LAYOUTS), default="auto", show_default=True,
+              help="Dataset layout of directory/list sources.")
+@click.option("--annotations", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder with UCF101/HMDB51 split files if not inside the source folder.")
+@click.option("--split", type=click.IntRange(1, 3), default=1, show_default=True,
+              help="Official split to use for UCF101/HMDB51.")
+@click.option("--video-root", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder that relative paths in list/CSV files refer to "
+                   "[default: the list file's folder].")
+@click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.3, show_default=True,
+              help="Share of each class held out as test when labelled data has no splits.")
+@click.option("--fps", type=click.FloatRange(0, min_open=True), default=None,
+              help="Resample to this frame rate [default: keep the native rate].")
+@click.option("--short-side", type=click.IntRange(0), default=128, show_default=True,
+              help="Resize so the shorter side has this many pixels (0 keeps the size).")
+@click.option("--size", type=SizeType(), default=None,
+              help="Resize to exactly WxH (overrides --short-side).")
+@click.option("--max-frames", type=click.IntRange(1), default=None,
+              help="Keep at most this many frames per video [default: all].")
+@click.option("--codec", default="auto", show_default=True,
+              help="Compression: Zarr blosc-lz4|blosc-zstd|zstd|gzip|none, "
+                   "HDF5 lzf|gzip|none; auto picks the measured best.")
+@click.option("--chunk-frames", type=click.IntRange(1), default=CHUNK_FRAMES, show_default=True,
+              help="Frames per storage chunk.")
+@workers_option(default=os.cpu_count() or 1, help="Videos decoded in parallel.")
+@click.option("--prune", is_flag=True, help="Remove videos no longer among the sources.")
+@click.option("--retry-errors", is_flag=True,
+              help="Try again videos that failed before although unchanged.")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any video fails.")
+@force_option
+@dry_run_option
+@json_option
+def extract_command(sources, output, layout, annotations, split, video_root, test_fraction,
+                    fps, short_side, size, max_frames, codec, chunk_frames, workers, prune,
+                    retry_errors, strict, force, dry_run, as_json):
+    """Decode SOURCES into a frame store at OUTPUT and print its path.
+
+    SOURCES are video files, folders (searched recursively; UCF101, HMDB51 and
+    class-per-folder layouts are recognised), list files (`path [label [split]]` per
+    line), Kinetics CSVs (label,youtube_id,time_start,time_end,split), or `-` for a
+    list on standard input. Rerunning adds new videos and skips unchanged ones; an
+    interrupted run resumes where it stopped. Videos that fail to decode are listed
+    in the manifest and skipped.
+    """
+    if sources.count("-") > 1:
+        raise click.UsageError("'-' (standard input) may be given once")
+    cfg = ExtractConfig(
+        decode=DecodeParams(fps=fps, short_side=short_side or None, size=size,
+                            max_frames=max_frames),
+        codec=codec, chunk_frames=chunk_frames,
+        index=IndexOptions(layout=layout, annotations=annotations, split=split,
+                           video_root=video_root, test_fraction=test_fraction))
+    with progress_bar(total=0, desc="extract") as bar:
+        def on_video(record):
+            bar.update(1)
+            bar.set_postfix_str(record["id"][-30:])
+
+        result = extract(list(sources), output, cfg, workers=workers, force=force, prune=prune,
+                         retry_errors=retry_errors, dry_run=dry_run, stdin=sys.stdin,
+                         on_plan=lambda n: bar.reset(total=n), on_video=on_video)
+    if dry_run:
+        ids = result.manifest["would_extract"]
+        log.info("would consider %d videos for %s", len(ids), output)
+        emit(output, result.manifest, as_json)
+        return
+    metrics = result.manifest["metrics"]
+    if not result.built:
+        log.info("%s is up to date (%d videos)", output, metrics["videos_ok"])
+    else:
+        rate = metrics.get("frames_per_second")
+        log.info("extracted %d videos this run%s; store holds %d usable videos, %d frames; "
+                 "%d failed", result.extracted, f" ({rate:.0f} frames/s)" if rate else "",
+                 metrics["videos_ok"], metrics["frames"], metrics["videos_failed"])
+        for r in result.failed[:20]:
+            log.warning("  failed: %s: %s", r["source"], r["error"])
+        if len(result.failed) > 20:
+            log.warning("  ... and %d more (see the manifest)", len(result.failed) - 20)
+    emit(output, result.manifest, as_json)
+    if metrics["videos_ok"] == 0:
+        raise VsslError(f"no video could be decoded ({metrics['videos_failed']} failed)", output)
+    if strict and metrics["videos_failed"]:
+        raise VsslError(f"{metrics['videos_failed']} video(s) failed (--strict)", output)
+

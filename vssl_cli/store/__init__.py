@@ -1,0 +1,56 @@
+"""Frame stores: ``open_store`` for readers, ``open_writer`` for extraction.
+
+The backend follows the path: ``.h5``/``.hdf5`` is HDF5, anything else is Zarr.
+"""
+from __future__ import annotations
+
+import os
+
+from vssl_cli.errors import VsslError
+from vssl_cli.store.base import CHUNK_FRAMES, DEFAULT_CODECS, FrameStore, StoreWriter
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+
+
+def backend_for(path: str | os.PathLike) -> str:
+    return "hdf5" if os.fspath(path).lower().endswith(HDF5_SUFFIXES) else "zarr"
+
+
+def open_store(path: str | os.PathLike, manifest: dict | None = None) -> FrameStore:
+    """Open a finished frame store for reading (checks that it is one)."""
+    path = os.fspath(path)
+    if "://" not in path and not os.path.exists(path):
+        raise VsslError("no such frame store", path)
+    if backend_for(path) == "hdf5":
+        from vssl_cli.store.hdf5_store import Hdf5FrameStore
+        store = Hdf5FrameStore(path, manifest)
+    else:
+        from vssl_cli.store.zarr_store import ZarrFrameStore
+        store = ZarrFrameStore(path, manifest)
+    if store.manifest["kind"] != "frames":
+        from vssl_cli.errors import UsageProblem
+        raise UsageProblem(f"expected a frames artifact, got a {store.manifest['kind']} "
+                           "artifact", path)
+    return store
+
+
+def open_writer(path: str | os.PathLike, codec: str = "auto", chunk_frames: int = CHUNK_FRAMES,
+                fresh: bool = False) -> StoreWriter:
+    """A writer that resumes/extends the store at ``path``; ``fresh`` builds a new one
+    beside it and swaps it in only on ``finish`` (``--force`` never loses the old store
+    to an interrupted rebuild)."""
+    backend = backend_for(path)
+    codec = DEFAULT_CODECS[backend] if codec == "auto" else codec
+    if backend == "hdf5":
+        from vssl_cli.store.hdf5_store import Hdf5StoreWriter
+        return Hdf5StoreWriter(os.fspath(path), codec, chunk_frames, fresh)
+    from vssl_cli.store.zarr_store import ZarrStoreWriter
+    return ZarrStoreWriter(os.fspath(path), codec, chunk_frames, fresh)
+
+
+def read_file_manifest(path: str) -> dict:
+    """Manifest of a single-file artifact (HDF5)."""
+    if backend_for(path) != "hdf5":
+        raise VsslError("not a vssl artifact (expected a directory or an .h5 file)", path)
+    from vssl_cli.store.hdf5_store import read_manifest
+    return read_manifest(path)

@@ -1,0 +1,130 @@
+"""The frame store interface shared by the Zarr and HDF5 backends.
+
+A store holds, per video, a uint8 array (T, H, W, 3) chunked along time, and a manifest
+whose ``videos`` table gives every video's id, storage key, label, split and geometry.
+Readers fetch any list of frame indices of one video with one call; nothing ever loads a
+whole dataset. Writers add one video at a time, atomically: a video is either complete
+in the store or absent, whatever kills the process.
+"""
+from __future__ import annotations
+
+import abc
+import os
+from typing import Iterable
+
+import numpy as np
+
+from vssl_cli.errors import VsslError
+
+CHUNK_FRAMES = 8          # chosen with bench/store.py; see README "Frame store"
+DEFAULT_CODECS = {"zarr": "blosc-lz4", "hdf5": "lzf"}
+
+
+def slab_plan(indices: np.ndarray) -> tuple[slice | np.ndarray, np.ndarray | None]:
+    """How to read ``indices``: one contiguous slab when they are dense, else sorted unique.
+
+    Returns (selection, take) where the caller reads ``selection`` and then, if ``take`` is
+    not None, indexes the result with ``take`` to get frames in the requested order.
+    """
+    lo, hi = int(indices.min()), int(indices.max()) + 1
+    if hi - lo <= 4 * len(indices):
+        return slice(lo, hi), indices - lo
+    unique, inverse = np.unique(indices, return_inverse=True)
+    return unique, (None if np.array_equal(unique, indices) else inverse)
+
+
+class FrameStore(abc.ABC):
+    """Read side. ``videos`` lists the usable (status ok) records, in manifest order."""
+
+    backend: str
+
+    def __init__(self, path: str, manifest: dict):
+        self.path, self.manifest = path, manifest
+        table = manifest.get("outputs", {}).get("videos", [])
+        self.videos = [r for r in table if r.get("status") == "ok"]
+        self._by_id = {r["id"]: r for r in self.videos}
+        self.classes = manifest.get("outputs", {}).get("classes", [])
+
+    def record(self, video_id: str) -> dict:
+        try:
+            return self._by_id[video_id]
+        except KeyError:
+            raise VsslError(f"no video {video_id!r} in this store", self.path) from None
+
+    def num_frames(self, video_id: str) -> int:
+        return int(self.record(video_id)["frames"])
+
+    def split(self, name: str | None) -> list[dict]:
+        return [r for r in self.videos if name is None or r.get("split") == name]
+
+    def read(self, video_id: str, indices: Iterable[int]) -> np.ndarray:
+        """Frames at ``indices`` (any order, repeats allowed) as uint8 (N, H, W, 3)."""
+        idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices,
+                         dtype=np.int64)
+        n = self.num_frames(video_id)
+        if idx.size == 0:
+            r = self.record(video_id)
+            return np.zeros((0, r["height"], r["width"], 3), np.uint8)
+        if idx.min() < 0 or idx.max() >= n:
+            raise VsslError(f"frame index out of range 0..{n - 1} for {video_id!r}", self.path)
+        selection, take = slab_plan(idx)
+        frames = self._read(self.record(video_id)["key"], selection)
+        return frames if take is None else frames[take]
+
+    @abc.abstractmethod
+    def _read(self, key: str, selection) -> np.ndarray: ...
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __getstate__(self):
+        # DataLoader workers get a fresh handle: HDF5 and zarr handles don't cross fork safely.
+        state = self.__dict__.copy()
+        state["_handle"] = None
+        return state
+
+
+class VideoSink(abc.ABC):
+    """One video being written; invisible to readers until ``commit``."""
+
+    @abc.abstractmethod
+    def append(self, frames: np.ndarray) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self, record: dict) -> None: ...
+
+    @abc.abstractmethod
+    def abort(self) -> None: ...
+
+
+class StoreWriter(abc.ABC):
+    """Write side: resumable, one atomic video at a time, manifest written atomically."""
+
+    def __init__(self, path: str, codec: str, chunk_frames: int):
+        self.path, self.codec, self.chunk_frames = os.fspath(path), codec, chunk_frames
+        self.final = self.path   # where the finished store must end up
+
+    @abc.abstractmethod
+    def completed(self) -> dict[str, dict]:
+        """key -> record of every video intact on disk (from a previous or killed run)."""
+
+    @abc.abstractmethod
+    def begin(self, key: str, height: int, width: int) -> VideoSink: ...
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def write_manifest(self, manifest: dict) -> None: ...
+
+    def finish(self) -> None:
+        """Make everything written visible at ``path`` (HDF5 swaps its working copy in)."""
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,122 @@
+"""Zarr backend: a directory store (or any fsspec URL for reading).
+
+Layout: ``manifest.json`` and ``videos/<key>`` arrays at the root. A video is written
+under ``incoming/<key>`` and renamed into ``videos/`` when complete, so a killed
+extraction leaves only complete videos visible.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
+
+from vssl_cli.artifacts import MANIFEST_NAME, parse_manifest, replace_path, write_json_atomic
+from vssl_cli.errors import VsslError
+from vssl_cli.store.base import FrameStore, StoreWriter, VideoSink
+
+CODECS = {
+    "blosc-lz4": lambda: [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
+    "blosc-zstd": lambda: [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")],
+    "zstd": lambda: [ZstdCodec(level=3)],
+    "gzip": lambda: [GzipCodec(level=4)],
+    "none": lambda: None,
+}
+
+
+def read_manifest(path: str) -> dict:
+    if "://" in path:
+        import fsspec
+        with fsspec.open(f"{path.rstrip('/')}/{MANIFEST_NAME}", "rb") as f:
+            return parse_manifest(f.read(), path)
+    target = Path(path) / MANIFEST_NAME
+    if not target.exists():
+        raise VsslError("frame store has no manifest.json (not extracted, or extraction "
+                        "never finished a checkpoint)", path)
+    return parse_manifest(target.read_bytes(), str(target))
+
+
+class ZarrFrameStore(FrameStore):
+    backend = "zarr"
+
+    def __init__(self, path: str, manifest: dict | None = None):
+        super().__init__(path, manifest or read_manifest(path))
+        self._handle = None
+
+    def _group(self):
+        if self._handle is None:
+            self._handle = zarr.open_group(self.path, mode="r")
+        return self._handle
+
+    def _read(self, key, selection):
+        array = self._group()["videos"][key]
+        if isinstance(selection, slice):
+            return array[selection]
+        return array.get_orthogonal_selection((selection,))
+
+
+class _ZarrSink(VideoSink):
+    def __init__(self, writer: "ZarrStoreWriter", key: str, height: int, width: int):
+        self.writer, self.key = writer, key
+        self.staging = Path(writer.path) / "incoming" / key
+        shutil.rmtree(self.staging, ignore_errors=True)
+        group = zarr.open_group(writer.path, mode="a").require_group("incoming")
+        self.array = group.create_array(
+            key, shape=(0, height, width, 3), chunks=(writer.chunk_frames, height, width, 3),
+            dtype="uint8", compressors=CODECS[writer.codec](), overwrite=True)
+
+    def append(self, frames):
+        self.array.append(frames, axis=0)
+
+    def commit(self, record):
+        self.array.attrs["record"] = record
+        replace_path(self.staging, Path(self.writer.path) / "videos" / self.key)
+
+    def abort(self):
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class ZarrStoreWriter(StoreWriter):
+    def __init__(self, path, codec, chunk_frames, fresh=False):
+        if codec not in CODECS:
+            raise VsslError(f"codec {codec!r} is not available for Zarr; choose from "
+                            f"{', '.join(CODECS)}", path)
+        super().__init__(path, codec, chunk_frames)
+        if fresh:
+            final = Path(self.final)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self.path = tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial",
+                                         dir=final.parent)
+        root = zarr.open_group(self.path, mode="a")
+        root.require_group("videos")
+        shutil.rmtree(Path(self.path) / "incoming", ignore_errors=True)
+
+    def completed(self):
+        found = {}
+        videos = Path(self.path) / "videos"
+        for entry in sorted(os.listdir(videos)):
+            meta = videos / entry / "zarr.json"
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                record = json.loads(meta.read_text())["attributes"]["record"]
+                found[entry] = record
+        return found
+
+    def begin(self, key, height, width):
+        return _ZarrSink(self, key, height, width)
+
+    def delete(self, key):
+        shutil.rmtree(Path(self.path) / "videos" / key, ignore_errors=True)
+
+    def write_manifest(self, manifest):
+        write_json_atomic(Path(self.path) / MANIFEST_NAME, manifest)
+
+    def finish(self):
+        if self.path != self.final:
+            replace_path(Path(self.path), Path(self.final))
+            self.path = self.final

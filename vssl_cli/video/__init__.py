@@ -1,0 +1,1 @@
+"""Everything that touches video files: locating ffmpeg, probing, decoding, dataset indexes."""

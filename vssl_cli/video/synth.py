@@ -1,0 +1,215 @@
+"""A small labelled video dataset whose classes differ only by motion.
+
+Every video shows one two-tone shape on a random textured background; the class is how
+the shape moves (direction, rotation, zoom, or the order of two sub-movements), so a
+model must look at time, not at a single frame, to tell the classes apart. Videos are
+encoded by ffmpeg and laid out like UCF101 (class folders, classInd.txt and
+train/test split files), so the same parsers serve synth and real data.
+``synth.json`` records each video's motion segments and boundary frames.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from vssl_cli.artifacts import atomic_directory, digest
+from vssl_cli.errors import VsslError
+from vssl_cli.video.tools import ffmpeg_exe
+
+# class name -> motion segments; each segment is (kind, sign) played for an equal share.
+CLASSES: dict[str, list[tuple[str, int]]] = {
+    "MoveRight": [("x", +1)], "MoveLeft": [("x", -1)],
+    "MoveUp": [("y", -1)], "MoveDown": [("y", +1)],
+    "RotateCW": [("rot", +1)], "RotateCCW": [("rot", -1)],
+    "ZoomIn": [("zoom", +1)], "ZoomOut": [("zoom", -1)],
+    "RightThenUp": [("x", +1), ("y", -1)], "UpThenRight": [("y", -1), ("x", +1)],
+}
+SHAPES = ("circle", "square", "triangle", "cross")
+SPLITS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthConfig:
+    classes: int = 10
+    videos_per_class: int = 12
+    frames: int = 48
+    size: int = 128
+    fps: int = 25
+    seed: int = 0
+
+    def validate(self):
+        if not 1 <= self.classes <= len(CLASSES):
+            raise VsslError(f"--classes must be between 1 and {len(CLASSES)}")
+        if self.videos_per_class < SPLITS:
+            raise VsslError(f"--videos-per-class must be at least {SPLITS} (one per split group)")
+        if self.size < 16 or self.size % 2:
+            raise VsslError("--size must be an even number >= 16")
+        if self.frames < 4:
+            raise VsslError("--frames must be at least 4")
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth noise, a gradient or stripes, in random colours: varied but motion-free."""
+    kind = rng.integers(3)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    if kind == 0:
+        coarse = rng.random((5, 5, 3))
+        idx = np.linspace(0, 4, size)
+        lo = np.floor(idx).astype(int).clip(0, 3)
+        frac = (idx - lo)[:, None]
+        rows = coarse[lo] * (1 - frac[..., None]) + coarse[lo + 1] * frac[..., None]
+        img = rows[:, lo] * (1 - frac[None, :, :]) + rows[:, lo + 1] * frac[None, :, :]
+    elif kind == 1:
+        a, b = rng.random(3), rng.random(3)
+        t = (np.cos(rng.random() * np.pi) * xx + np.sin(rng.random() * np.pi) * yy)[..., None]
+        img = a * (1 - t / t.max()) + b * (t / t.max())
+    else:
+        a, b = rng.random(3), rng.random(3)
+        period = rng.integers(6, 20)
+        angle = rng.random() * np.pi
+        t = ((np.cos(angle) * xx + np.sin(angle) * yy) * size // period) % 2
+        img = np.where(t[..., None] > 0, a, b)
+    return (img * 160 + 20).astype(np.float32)  # keep away from the shape's saturated colours
+
+
+def _inside(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    if shape == "circle":
+        return x * x + y * y < 1
+    if shape == "square":
+        return np.maximum(abs(x), abs(y)) < 0.8
+    if shape == "triangle":
+        return (y < 0.7) & (y > 1.4 * abs(x) - 0.9)
+    return ((abs(x) < 0.35) & (abs(y) < 1)) | ((abs(y) < 0.35) & (abs(x) < 1))
+
+
+def _trajectory(segments, frames: int, rng: np.random.Generator):
+    """Per-frame (cx, cy, angle, scale) in [-1, 1] frame coordinates, plus boundary frames."""
+    cx, cy = rng.uniform(-0.15, 0.15, 2)
+    angle, scale = rng.uniform(0, 2 * np.pi), rng.uniform(0.22, 0.3)
+    state = np.empty((frames, 4))
+    per = frames / len(segments)
+    # Each translation covers half the frame; start off-centre so it ends inside the frame.
+    for kind, sign in segments:
+        if kind == "x":
+            cx -= sign * 0.5
+        elif kind == "y":
+            cy -= sign * 0.5
+    if any(k == "zoom" and s < 0 for k, s in segments):
+        scale *= 1.8
+    speed = {"x": 1.0 / frames, "y": 1.0 / frames, "rot": 2.5 * np.pi / frames,
+             "zoom": 0.8 / frames}
+    boundaries = [int(round(per * i)) for i in range(1, len(segments))]
+    for t in range(frames):
+        state[t] = cx, cy, angle, scale
+        kind, sign = segments[min(int(t // per), len(segments) - 1)]
+        step = speed[kind] * sign * len(segments) * rng.uniform(0.9, 1.1)
+        if kind == "x":
+            cx += step
+        elif kind == "y":
+            cy += step
+        elif kind == "rot":
+            angle += step
+        else:
+            scale *= 1 + step
+    return state, boundaries
+
+
+def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator):
+    """Frames (T, S, S, 3) uint8 for one video of ``class_name`` plus its annotation."""
+    size, frames = cfg.size, cfg.frames
+    background = _background(rng, size)
+    shape = SHAPES[rng.integers(len(SHAPES))]
+    colours = rng.choice([[230, 40, 40], [40, 220, 60], [50, 80, 240], [240, 230, 40],
+                          [240, 240, 240], [230, 60, 230]], 2, replace=False)
+    state, boundaries = _trajectory(CLASSES[class_name], frames, rng)
+    grid = (np.mgrid[0:size, 0:size] + 0.5) / size * 2 - 1
+    gy, gx = grid[0], grid[1]
+    out = np.empty((frames, size, size, 3), np.uint8)
+    for t, (cx, cy, angle, scale) in enumerate(state):
+        c, s = np.cos(angle), np.sin(angle)
+        lx = (c * (gx - cx) + s * (gy - cy)) / scale
+        ly = (-s * (gx - cx) + c * (gy - cy)) / scale
+        mask = _inside(shape, lx, ly)
+        frame = background.copy()
+        frame[mask & (lx >= 0)] = colours[0]
+        frame[mask & (lx < 0)] = colours[1]
+        out[t] = frame.clip(0, 255)
+    segments = [{"motion": f"{k}{'+' if s > 0 else '-'}"} for k, s in CLASSES[class_name]]
+    return out, {"class": class_name, "shape": shape, "segments": segments,
+                 "boundaries": boundaries}
+
+
+def encode(frames: np.ndarray, path: Path, fps: int) -> None:
+    """Write frames as H.264 (bit-exact, one thread) so a seed gives identical files."""
+    t, h, w, _ = frames.shape
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:",
+           "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
+           "-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",
+           "-map_metadata", "-1", str(path)]
+    proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
+    if proc.returncode != 0:
+        raise VsslError(f"ffmpeg could not encode: {proc.stderr.decode().strip()[-300:]}", path)
+
+
+def _plan(cfg: SynthConfig):
+    """(class, video index, group, per-video seed) for every video, in a fixed order."""
+    seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.classes * cfg.videos_per_class)
+    names = list(CLASSES)[:cfg.classes]
+    for ci, name in enumerate(names):
+        for vi in range(cfg.videos_per_class):
+            yield name, vi, vi % SPLITS, seeds[ci * cfg.videos_per_class + vi]
+
+
+def _write_one(root: Path, cfg: SynthConfig, name: str, vi: int, group: int, seed) -> dict:
+    frames, note = render(name, cfg, np.random.default_rng(seed))
+    rel = f"{name}/v_{name}_g{group + 1:02d}_c{vi + 1:02d}.mp4"
+    (root / "UCF-101" / name).mkdir(parents=True, exist_ok=True)
+    encode(frames, root / "UCF-101" / rel, cfg.fps)
+    return {"video": rel, "group": group + 1, **note}
+
+
+def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig, workers: int = 1,
+               progress=None) -> tuple[Path, bool]:
+    """Write the dataset atomically; returns (path, built). Same config twice is a no-op."""
+    cfg.validate()
+    out = Path(out_dir)
+    config = dataclasses.asdict(cfg)
+    config_id = digest({"synth": config})
+    index = out / "synth.json"
+    if index.exists():
+        try:
+            if json.loads(index.read_text()).get("id") == config_id:
+                return out, False
+        except json.JSONDecodeError:
+            pass
+    names = list(CLASSES)[:cfg.classes]
+    with atomic_directory(out) as tmp:
+        jobs = list(_plan(cfg))
+        with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
+            futures = [pool.submit(_write_one, tmp, cfg, *job) for job in jobs]
+            videos = []
+            for fut in futures:
+                videos.append(fut.result())
+                if progress:
+                    progress(1)
+        ann = tmp / "ucfTrainTestlist"
+        ann.mkdir()
+        (ann / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
+        for split in range(1, SPLITS + 1):
+            test_group = split  # split k holds out group k, as UCF101 holds out 7 groups
+            train = [v for v in videos if v["group"] != test_group]
+            test = [v for v in videos if v["group"] == test_group]
+            (ann / f"trainlist{split:02d}.txt").write_text(
+                "".join(f"{v['video']} {names.index(v['class']) + 1}\n" for v in train))
+            (ann / f"testlist{split:02d}.txt").write_text(
+                "".join(f"{v['video']}\n" for v in test))
+        (tmp / "synth.json").write_text(json.dumps(
+            {"id": config_id, "config": config, "classes": names, "videos": videos}, indent=1))
+    return out, True
