@@ -24,7 +24,7 @@ from vssl_cli.video.decode import DecodeParams, FrameDecoder
 from vssl_cli.video.probe import probe
 
 log = logging.getLogger("vssl.extract")
-CHECKPOINT_SECONDS = 20.0
+CHECKPOINT_COST_SHARE = 0.05  # manifest checkpoints may take at most this share of the time
 TRUNCATION_RATIO = 0.9   # fewer frames than this share of the expected count + ffmpeg errors
 
 
@@ -85,6 +85,15 @@ def _reusable(record: dict | None, entry: VideoEntry, params_id: str) -> dict | 
     return None
 
 
+def describe_ffmpeg_errors(lines: list[str]) -> str:
+    """The most telling of ffmpeg's complaints, worded for a person."""
+    text = " ".join(lines)
+    if "partial file" in text or "moov atom not found" in text:
+        return "truncated file"
+    informative = [ln for ln in lines if "Invalid data" in ln or "corrupt" in ln.lower()]
+    return (informative or lines or ["unknown ffmpeg error"])[-1]
+
+
 def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, params_id: str,
                 threads: int, stop: threading.Event, lock: threading.Lock) -> dict:
     """Decode one video into the store; returns its record (status ok or error)."""
@@ -111,11 +120,11 @@ def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, pa
         if params.max_frames:
             expected = min(expected, params.max_frames)
         if decoder.frames == 0:
-            raise DecodeError("no frames decoded" + (f": {decoder.errors[-1]}"
-                                                     if decoder.errors else ""), entry.path)
+            raise DecodeError(f"no frames decoded: {describe_ffmpeg_errors(decoder.errors)}",
+                              entry.path)
         if decoder.errors and decoder.frames < TRUNCATION_RATIO * expected:
-            raise DecodeError(f"truncated or corrupt: decoded {decoder.frames} of about "
-                              f"{expected} frames ({decoder.errors[-1]})", entry.path)
+            raise DecodeError(f"decoded {decoder.frames} of about {expected} frames: "
+                              f"{describe_ffmpeg_errors(decoder.errors)}", entry.path)
         record = {**base, "status": "ok", "frames": decoder.frames,
                   "fps": params.fps or info.fps, "height": decoder.height,
                   "width": decoder.width, "orig_width": info.width, "orig_height": info.height,
@@ -228,65 +237,98 @@ def _check_compatible(output: str, frame_params: dict) -> None:
                            + "); use --force to rebuild it or choose another output", output)
 
 
-def _run(index, sources, output, writer, cfg, config, params_id, workers, force, prune,
-         retry_errors, on_plan, on_video) -> ExtractResult:
-    started = time.monotonic()
-    previous_manifest = None if force else _previous_manifest(output)
-    previous = {r["id"]: r for r in (previous_manifest or {}).get("outputs", {}).get("videos", [])}
-    keep, todo = _plan(index, writer.completed(), previous, params_id, retry_errors)
-    current_ids = {e.id for e in index.entries}
-    carried = {i: r for i, r in previous.items() if i not in current_ids and not prune}
-    if prune:
-        for i, r in previous.items():
-            if i not in current_ids and r.get("key"):
-                writer.delete(r["key"])
+class _Run:
+    """One extraction run over a writer: what to keep, what to decode, checkpoints."""
 
-    def table(results: dict) -> list[dict]:
-        rows = {**carried, **keep, **results}
-        order = [e.id for e in index.entries]
-        return [rows[i] for i in order if i in rows] + [r for i, r in carried.items()]
+    def __init__(self, index: DatasetIndex, sources, output, writer: StoreWriter,
+                 cfg: ExtractConfig, config: dict, params_id: str, force: bool, prune: bool,
+                 retry_errors: bool):
+        self.index, self.sources, self.output, self.writer = index, sources, output, writer
+        self.cfg, self.config, self.params_id = cfg, config, params_id
+        self.started = time.monotonic()
+        self.previous_manifest = None if force else _previous_manifest(output)
+        previous = {r["id"]: r for r in
+                    (self.previous_manifest or {}).get("outputs", {}).get("videos", [])}
+        self.keep, self.todo = _plan(index, writer.completed(), previous, params_id,
+                                     retry_errors)
+        current = {e.id for e in index.entries}
+        stale = {i: r for i, r in previous.items() if i not in current}
+        if prune:
+            for r in stale.values():
+                if r.get("key"):
+                    writer.delete(r["key"])
+            stale = {}
+        self.carried = stale   # videos from earlier runs that these sources don't mention
+        self.classes = sorted({*index.classes,
+                               *(r["label"] for r in stale.values() if r.get("label"))})
+        self.results: dict[str, dict] = {}
+        self.lock = threading.Lock()
+        self.last_checkpoint, self.checkpoint_seconds = 0.0, 0.0
 
-    classes = sorted({*index.classes, *(r["label"] for r in carried.values() if r.get("label"))})
-    if not todo and previous_manifest and previous_manifest["outputs"].get("complete"):
-        manifest = _manifest(config, sources, table({}), classes, index.layouts, True, 0.0, {})
-        if manifest["id"] == previous_manifest["id"]:
-            return ExtractResult(output, previous_manifest, built=False)
+    def table(self) -> list[dict]:
+        rows = {**self.keep, **self.results}
+        listed = [rows[e.id] for e in self.index.entries if e.id in rows]
+        return listed + list(self.carried.values())
 
-    results: dict[str, dict] = {}
+    def manifest(self, complete: bool) -> dict:
+        return _manifest(self.config, self.sources, self.table(), self.classes,
+                         self.index.layouts, complete, time.monotonic() - self.started,
+                         self.results)
 
-    def checkpoint(complete: bool) -> dict:
-        manifest = _manifest(config, sources, table(results), classes, index.layouts, complete,
-                             time.monotonic() - started, results)
-        with lock:
-            writer.write_manifest(manifest)
+    def up_to_date(self) -> bool:
+        prev = self.previous_manifest
+        return (not self.todo and prev is not None and prev["outputs"].get("complete", False)
+                and self.manifest(True)["id"] == prev["id"])
+
+    def checkpoint(self, complete: bool) -> dict:
+        t0 = time.monotonic()
+        manifest = self.manifest(complete)
+        with self.lock:
+            self.writer.write_manifest(manifest)
+        self.last_checkpoint = time.monotonic()
+        self.checkpoint_seconds = self.last_checkpoint - t0
         return manifest
 
-    stop, lock = threading.Event(), threading.Lock()
-    if on_plan:
-        on_plan(len(todo))
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    last_checkpoint = time.monotonic()
-    pool = concurrent.futures.ThreadPoolExecutor(max(1, workers))
-    try:
-        futures = {pool.submit(extract_one, e, writer, cfg.decode, params_id, threads, stop,
-                               lock): e for e in todo}
-        for fut in concurrent.futures.as_completed(futures):
-            record = fut.result()
-            results[record["id"]] = record
-            if record["status"] != "ok":
-                log.warning("skipped %s: %s", record["source"], record["error"])
-            if on_video:
-                on_video(record)
-            if time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
-                checkpoint(complete=False)
-                last_checkpoint = time.monotonic()
-    except BaseException:
-        stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        checkpoint(complete=False)   # keep what finished: the next run resumes from it
-        raise
-    pool.shutdown(wait=True)
-    manifest = checkpoint(complete=True)
+    def checkpoint_due(self) -> bool:
+        """Often enough that a SIGKILL loses little; rarely enough to stay cheap for huge
+        tables (each checkpoint rewrites the whole manifest)."""
+        since = time.monotonic() - self.last_checkpoint
+        return since >= self.checkpoint_seconds / CHECKPOINT_COST_SHARE
+
+    def decode_all(self, workers: int, on_plan, on_video) -> None:
+        if on_plan:
+            on_plan(len(self.todo))
+        stop = threading.Event()
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        pool = concurrent.futures.ThreadPoolExecutor(workers)
+        try:
+            futures = [pool.submit(extract_one, e, self.writer, self.cfg.decode, self.params_id,
+                                   threads, stop, self.lock) for e in self.todo]
+            for fut in concurrent.futures.as_completed(futures):
+                record = fut.result()
+                self.results[record["id"]] = record
+                if record["status"] != "ok":
+                    log.debug("skipped %s: %s", record["source"], record["error"])
+                if on_video:
+                    on_video(record)
+                if self.checkpoint_due():
+                    self.checkpoint(complete=False)
+        except BaseException:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.checkpoint(complete=False)   # keep what finished: the next run resumes
+            raise
+        pool.shutdown(wait=True)
+
+
+def _run(index, sources, output, writer, cfg, config, params_id, workers, force, prune,
+         retry_errors, on_plan, on_video) -> ExtractResult:
+    run = _Run(index, sources, output, writer, cfg, config, params_id, force, prune,
+               retry_errors)
+    if run.up_to_date():
+        return ExtractResult(output, run.previous_manifest, built=False)
+    run.decode_all(max(1, workers), on_plan, on_video)
+    manifest = run.checkpoint(complete=True)
     writer.finish()
     failed = [r for r in manifest["outputs"]["videos"] if r["status"] != "ok"]
-    return ExtractResult(output, manifest, True, len(results), failed)
+    return ExtractResult(output, manifest, True, len(run.results), failed)

@@ -51,10 +51,6 @@ class _StderrTail(threading.Thread):
             if line:
                 self.lines.append(line)
 
-    @property
-    def text(self) -> str:
-        return self.lines[-1] if self.lines else ""
-
 
 class FrameDecoder:
     """Iterate uint8 blocks of shape (n <= block, H, W, 3) in display orientation.
@@ -108,9 +104,8 @@ class FrameDecoder:
             code = proc.wait()
             tail.join(timeout=5)
             self.errors = list(tail.lines)
-            if code != 0 and self.frames == 0:
-                raise DecodeError(f"ffmpeg failed: {tail.text or f'exit code {code}'}",
-                                  self.path)
+            if code != 0 and self.frames == 0 and not self.errors:
+                raise DecodeError(f"ffmpeg failed with exit code {code}", self.path)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -1,0 +1,35 @@
+"""vssl: self-supervised video representation learning from the command line."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = re.search(r'__version__ = "(.+)"', Path("vssl_cli/__init__.py").read_text()).group(1)
+
+setup(
+    name="vssl",
+    version=version,
+    description="Self-supervised video representation learning: extract, pretrain, evaluate, export",
+    long_description=Path("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["vssl_cli", "vssl_cli.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "click>=8.1,<9",
+        "numpy>=1.24",
+        "zarr>=3.0,<4",
+        "h5py>=3.8",
+        "ffmpeg-python>=0.2",
+        "imageio-ffmpeg>=0.4.9",   # a bundled ffmpeg when none is on PATH
+        "tqdm>=4.64",
+        "rich>=13",
+        "fsspec>=2023.1",
+    ],
+    extras_require={
+        "test": ["pytest>=7.4", "hypothesis>=6.80"],
+    },
+    entry_points={"console_scripts": ["vssl=vssl_cli.cli:main"]},
+    scripts=[],
+    data_files=[("share/man/man1", [str(p) for p in sorted(Path("man").glob("*.1"))])],
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],
+)

@@ -1,0 +1,71 @@
+"""Shared fixtures: small real videos made with ffmpeg, and a CLI runner."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vssl_cli.video.tools import ffmpeg_exe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_video(path, frames=12, size="64x48", rate=12, source="testsrc2", extra=(),
+               faststart=False):
+    """A real H.264 mp4 from one of ffmpeg's lavfi test sources."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+           f"{source}=size={size}:rate={rate}", "-frames:v", str(frames), "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", *extra]
+    if faststart:
+        cmd += ["-movflags", "+faststart"]
+    subprocess.run([*cmd, str(path)], check=True)
+    return path
+
+
+def run_vssl(*args, input=None, env=None, check=None, timeout=120):
+    """Run the real command in a subprocess; returns CompletedProcess (text)."""
+    proc = subprocess.run([sys.executable, "-m", "vssl_cli", *map(str, args)], input=input,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=ROOT)
+    if check is not None:
+        assert proc.returncode == check, (proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def manifest_of(path) -> dict:
+    from vssl_cli.artifacts import load_manifest
+    return load_manifest(path)
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A tiny motion dataset: 10 classes x 3 videos x 16 frames of 48x48."""
+    from vssl_cli.video.synth import SynthConfig, synthesize
+    out = tmp_path_factory.mktemp("synth") / "ds"
+    synthesize(out, SynthConfig(classes=10, videos_per_class=3, frames=16, size=48, seed=3),
+               workers=2)
+    return out
+
+
+@pytest.fixture()
+def videos(tmp_path):
+    """Three small videos in two class folders."""
+    root = tmp_path / "vids"
+    make_video(root / "a" / "one.mp4", frames=10)
+    make_video(root / "a" / "two.mp4", frames=14, source="mandelbrot")
+    make_video(root / "b" / "three.mp4", frames=8, source="rgbtestsrc")
+    return root
+
+
+def videos_table(path) -> dict[str, dict]:
+    return {r["id"]: r for r in manifest_of(path)["outputs"]["videos"]}
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,207 @@
+"""`vssl extract` end to end: both backends, incremental reruns, bad inputs, piping, kills."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, make_video, manifest_of, run_vssl, videos_table
+from vssl_cli.store import open_store
+from vssl_cli.video.decode import DecodeParams, decode_all
+from vssl_cli.video.probe import probe
+
+
+@pytest.mark.parametrize("name", ["f.zarr", "f.h5"])
+def test_extract_synth_ucf101_layout(synth_dir, tmp_path, name):
+    out = tmp_path / name
+    proc = run_vssl("extract", synth_dir, "-o", out, "-j", "2", "--short-side", "32", check=0)
+    assert proc.stdout.strip() == str(out)
+    manifest = manifest_of(out)
+    assert manifest["kind"] == "frames" and manifest["outputs"]["layouts"] == ["ucf101"]
+    assert manifest["config"]["frames"]["short_side"] == 32
+    assert manifest["metrics"]["videos_ok"] == 30 and manifest["metrics"]["frames"] == 30 * 16
+    with open_store(out) as store:
+        assert len(store.split("train")) == 20 and len(store.split("test")) == 10
+        assert len(store.classes) == 10
+        video = store.videos[0]
+        frames = store.read(video["id"], range(16))
+        assert frames.shape == (16, 32, 32, 3)
+        # The store holds exactly what ffmpeg decodes from the source.
+        direct = decode_all(video["source"], probe(video["source"]), DecodeParams(short_side=32))
+        np.testing.assert_array_equal(frames, direct)
+    assert not Path(f"{out}.partial").exists() and not Path(f"{out}.lock").exists()
+
+
+@pytest.mark.parametrize("name", ["i.zarr", "i.h5"])
+def test_rerun_is_noop_then_incremental(videos, tmp_path, name):
+    out = tmp_path / name
+    run_vssl("extract", videos, "-o", out, check=0)
+    first = manifest_of(out)
+    again = run_vssl("extract", videos, "-o", out, check=0)
+    assert "up to date" in again.stderr and again.stdout.strip() == str(out)
+    assert manifest_of(out)["created"] == first["created"]
+    # touched but unchanged: content hash says skip
+    os.utime(videos / "a" / "one.mp4", (time.time() + 5, time.time() + 5))
+    make_video(videos / "b" / "four.mp4", frames=6)
+    run_vssl("extract", videos, "-o", out, check=0)
+    second = manifest_of(out)
+    assert second["metrics"]["extracted_this_run"] == 1
+    assert second["metrics"]["videos_ok"] == 4 and second["id"] != first["id"]
+    # changed content: re-extracted
+    make_video(videos / "a" / "one.mp4", frames=5, source="mandelbrot")
+    run_vssl("extract", videos, "-o", out, check=0)
+    third = videos_table(out)
+    assert third["a/one"]["frames"] == 5
+    assert manifest_of(out)["metrics"]["extracted_this_run"] == 1
+
+
+def test_new_sources_add_to_store_and_prune_removes(videos, tmp_path):
+    out = tmp_path / "s.zarr"
+    run_vssl("extract", videos / "a", "-o", out, "--layout", "plain", check=0)
+    run_vssl("extract", videos / "b", "-o", out, "--layout", "plain", check=0)
+    assert set(videos_table(out)) == {"one", "two", "three"}
+    run_vssl("extract", videos / "b", "-o", out, "--layout", "plain", "--prune", check=0)
+    assert set(videos_table(out)) == {"three"}
+    assert [p.name for p in (out / "videos").iterdir() if p.is_dir()] == [
+        videos_table(out)["three"]["key"]]
+
+
+def test_changed_parameters_refused_unless_forced(videos, tmp_path):
+    out = tmp_path / "p.zarr"
+    run_vssl("extract", videos, "-o", out, check=0)
+    before = manifest_of(out)
+    proc = run_vssl("extract", videos, "-o", out, "--short-side", "24", check=2)
+    assert proc.stderr.count("\n") == 1
+    assert "other frame parameters (short_side 128 -> 24" in proc.stderr and str(out) in proc.stderr
+    assert manifest_of(out)["id"] == before["id"]
+    run_vssl("extract", videos, "-o", out, "--short-side", "24", "--force", check=0)
+    assert {r["height"] for r in videos_table(out).values()} == {24}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+@pytest.mark.parametrize("name", ["bad.zarr", "bad.h5"])
+def test_bad_inputs_are_listed_and_skipped(videos, tmp_path, name):
+    bad = videos / "bad"
+    bad.mkdir()
+    (bad / "zero.mp4").write_bytes(b"")
+    (bad / "text.mp4").write_text("this is not a video\n" * 50)
+    subprocess.run([sys.executable, "-c", "import subprocess,sys;from vssl_cli.video.tools import "
+                    "ffmpeg_exe;subprocess.run([ffmpeg_exe(),'-loglevel','error','-f','lavfi',"
+                    "'-i','sine=duration=0.5','-c:a','aac',sys.argv[1]],check=True)",
+                    str(bad / "audio.mp4")], check=True, cwd=ROOT)
+    good = make_video(tmp_path / "long.mp4", frames=120, size="160x120", faststart=True,
+                      extra=("-g", "12"))
+    data = good.read_bytes()
+    (bad / "truncated.mp4").write_bytes(data[: len(data) * 6 // 10])
+    out = tmp_path / name
+    proc = run_vssl("extract", videos, "-o", out, "--layout", "plain", check=0)
+    table = videos_table(out)
+    errors = {k: v["error"] for k, v in table.items() if v["status"] == "error"}
+    assert set(errors) == {"bad/zero", "bad/text", "bad/audio", "bad/truncated"}
+    assert "empty file" in errors["bad/zero"]
+    assert "no video stream" in errors["bad/audio"]
+    assert "truncated" in errors["bad/truncated"]
+    assert "4 failed" in proc.stderr and "bad/truncated.mp4" in proc.stderr
+    with open_store(out) as store:
+        assert {r["id"] for r in store.videos} == {"a/one", "a/two", "b/three"}
+    # An unchanged bad file is not retried; --strict turns failures into exit 1.
+    assert "up to date" in run_vssl("extract", videos, "-o", out, "--layout", "plain").stderr
+    run_vssl("extract", videos, "-o", out, "--layout", "plain", "--strict", check=1)
+
+
+def test_nothing_usable_exits_nonzero(tmp_path):
+    (tmp_path / "x.mp4").write_bytes(b"")
+    proc = run_vssl("extract", tmp_path / "x.mp4", "-o", tmp_path / "o.zarr", check=1)
+    assert "vssl extract: error: no video could be decoded (1 failed)" in proc.stderr
+    run_vssl("extract", tmp_path / "missing", "-o", tmp_path / "o.zarr", check=2)
+
+
+def test_stdin_list_and_path_piping(videos, tmp_path):
+    out = tmp_path / "piped.zarr"
+    listing = f"{videos}/a/one.mp4 cat train\n{videos}/b/three.mp4 dog test\n"
+    proc = run_vssl("extract", "-", "-o", out, input=listing, check=0)
+    inspected = run_vssl("inspect", "-", "--json", input=proc.stdout, check=0)
+    import json
+    manifest = json.loads(inspected.stdout)
+    assert {(r["label"], r["split"]) for r in manifest["outputs"]["videos"]} == {
+        ("cat", "train"), ("dog", "test")}
+    assert manifest["inputs"] == [{"path": "-", "kind": "videos"}]
+    human = run_vssl("inspect", out, check=0).stdout
+    assert "frames" in human and "videos 2 (2 ok)" in human
+
+
+def test_json_prints_manifest_and_dry_run_writes_nothing(videos, tmp_path):
+    import json
+    out = tmp_path / "j.zarr"
+    assert not run_vssl("extract", videos, "-o", out, "--dry-run", check=0).stderr.count("error")
+    assert not out.exists()
+    manifest = json.loads(run_vssl("extract", videos, "-o", out, "--json", check=0).stdout)
+    assert manifest["id"] == manifest_of(out)["id"]
+
+
+def test_concurrent_writer_is_refused(videos, tmp_path):
+    from vssl_cli.artifacts import exclusive_lock
+    out = tmp_path / "locked.zarr"
+    with exclusive_lock(out):
+        proc = run_vssl("extract", videos, "-o", out, check=1)
+    assert "another vssl process is writing" in proc.stderr
+
+
+def _start_slow_extract(src, out):
+    return subprocess.Popen([sys.executable, "-m", "vssl_cli", "extract", str(src), "-o",
+                             str(out), "-j", "1", "--short-side", "0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_some_videos(out: Path, name: str, count: int, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if name.endswith(".zarr") and (out / "videos").exists():
+            if sum(p.is_dir() for p in (out / "videos").iterdir()) >= count:
+                return
+        elif name.endswith(".h5") and Path(f"{out}.partial").exists():
+            time.sleep(1.0)
+            return
+        time.sleep(0.05)
+    raise AssertionError("extraction made no progress")
+
+
+@pytest.fixture(scope="module")
+def slow_source(tmp_path_factory):
+    """Enough decoding work that a kill lands mid-run."""
+    src = tmp_path_factory.mktemp("slow") / "src"
+    for i in range(12):
+        make_video(src / f"v{i:02d}.mp4", frames=90, size="320x240", rate=30)
+    return src
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("name", ["k.zarr", "k.h5"])
+def test_killed_extract_resumes_to_the_same_result(tmp_path, slow_source, sig, name):
+    src = slow_source
+    out = tmp_path / name
+    proc = _start_slow_extract(src, out)
+    _wait_for_some_videos(out, name, 2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130 and "interrupted" in err
+    if name.endswith(".zarr"):  # readable right away, with every finished video intact
+        with open_store(out) as store:
+            for r in store.videos:
+                assert store.read(r["id"], [r["frames"] - 1]).shape == (1, 240, 320, 3)
+    run_vssl("extract", src, "-o", out, "-j", "1", "--short-side", "0", check=0)
+    resumed = manifest_of(out)
+    assert resumed["metrics"]["videos_ok"] == 12
+    assert resumed["metrics"]["extracted_this_run"] < 12  # earlier work was kept
+    reference = tmp_path / ("ref" + Path(name).suffix)
+    run_vssl("extract", src, "-o", reference, "-j", "2", "--short-side", "0", check=0)
+    with open_store(out) as a, open_store(reference) as b:
+        assert [r["id"] for r in a.videos] == [r["id"] for r in b.videos]
+        for r in a.videos:
+            idx = range(r["frames"])
+            np.testing.assert_array_equal(a.read(r["id"], idx), b.read(r["id"], idx))

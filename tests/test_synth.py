@@ -1,0 +1,72 @@
+"""The built-in motion dataset: layout, determinism, and that motion defines the class."""
+import hashlib
+
+import numpy as np
+import pytest
+
+from conftest import read_json, run_vssl
+from vssl_cli.video.synth import CLASSES, SynthConfig, _background, render, synthesize
+
+
+def _digests(root):
+    return {p.relative_to(root): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*.mp4"))}
+
+
+def test_layout_and_split_files(synth_dir):
+    ann = synth_dir / "ucfTrainTestlist"
+    assert (ann / "classInd.txt").read_text().splitlines()[0] == "1 MoveRight"
+    train = (ann / "trainlist01.txt").read_text().splitlines()
+    test = (ann / "testlist01.txt").read_text().splitlines()
+    assert len(train) == 20 and len(test) == 10
+    assert all((synth_dir / "UCF-101" / line.split()[0]).exists() for line in train + test)
+    index = read_json(synth_dir / "synth.json")
+    order = [v for v in index["videos"] if v["class"] == "RightThenUp"]
+    assert order and all(v["boundaries"] == [8] for v in order)
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    cfg = SynthConfig(classes=2, videos_per_class=3, frames=8, size=32, seed=7)
+    synthesize(tmp_path / "a", cfg)
+    synthesize(tmp_path / "b", cfg)
+    synthesize(tmp_path / "c", SynthConfig(classes=2, videos_per_class=3, frames=8, size=32,
+                                           seed=8))
+    assert _digests(tmp_path / "a") == _digests(tmp_path / "b")
+    assert _digests(tmp_path / "a") != _digests(tmp_path / "c")
+
+
+def _centroid(frames, background):
+    moving = np.abs(frames.astype(int) - background).sum(-1) > 60
+    ys, xs = np.nonzero(moving)
+    return xs.mean(), ys.mean(), moving.sum()
+
+
+@pytest.mark.parametrize("name,axis,sign", [("MoveRight", 0, 1), ("MoveLeft", 0, -1),
+                                            ("MoveUp", 1, -1), ("MoveDown", 1, 1),
+                                            ("ZoomIn", 2, 1), ("ZoomOut", 2, -1)])
+def test_motion_defines_the_class(name, axis, sign):
+    cfg = SynthConfig(frames=24, size=64)
+    frames, note = render(name, cfg, np.random.default_rng(1))
+    background = _background(np.random.default_rng(1), 64)  # drawn first from the same seed
+    first = _centroid(frames[0], background)
+    last = _centroid(frames[-1], background)
+    assert sign * (last[axis] - first[axis]) > 0
+    assert note["class"] == name and note["boundaries"] == []
+
+
+def test_all_classes_render():
+    for name in CLASSES:
+        frames, _ = render(name, SynthConfig(frames=6, size=32), np.random.default_rng(0))
+        assert frames.shape == (6, 32, 32, 3)
+
+
+def test_cli_rerun_is_noop_and_bad_size_rejected(tmp_path):
+    out = tmp_path / "s"
+    args = ["synth", out, "--classes", "2", "--videos-per-class", "3", "--frames", "6",
+            "--size", "32"]
+    assert run_vssl(*args, check=0).stdout.strip() == str(out)
+    mtime = (out / "synth.json").stat().st_mtime_ns
+    assert "up to date" in run_vssl(*args, check=0).stderr
+    assert (out / "synth.json").stat().st_mtime_ns == mtime
+    proc = run_vssl("synth", tmp_path / "t", "--size", "33", check=1)
+    assert "even number" in proc.stderr

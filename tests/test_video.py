@@ -1,0 +1,105 @@
+"""Probing and decoding real files: geometry, rate, rotation, trimming, bad inputs."""
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import make_video
+from vssl_cli.errors import DecodeError
+from vssl_cli.video import tools
+from vssl_cli.video.decode import DecodeParams, FrameDecoder, decode_all
+from vssl_cli.video.probe import parse_ffmpeg_header, probe
+
+
+def test_probe_and_native_decode(tmp_path):
+    path = make_video(tmp_path / "v.mp4", frames=15, size="80x48", rate=15)
+    info = probe(path)
+    assert (info.width, info.height, info.fps, info.rotation) == (80, 48, 15.0, 0)
+    assert info.num_frames == 15 and info.duration == pytest.approx(1.0, abs=0.1)
+    frames = decode_all(path, info, DecodeParams(short_side=None))
+    assert frames.shape == (15, 48, 80, 3) and frames.dtype == np.uint8
+    assert frames.std() > 10  # real picture content, not a blank buffer
+
+
+def test_resize_resample_limit_and_trim(tmp_path):
+    path = make_video(tmp_path / "v.mp4", frames=40, size="96x64", rate=20)
+    info = probe(path)
+    frames = decode_all(path, info, DecodeParams(short_side=32, fps=10))
+    assert frames.shape == (20, 32, 48, 3)
+    assert decode_all(path, info, DecodeParams(size=(40, 30), max_frames=7)).shape == (7, 30, 40, 3)
+    trimmed = decode_all(path, info, DecodeParams(short_side=None), start=0.5, end=1.5)
+    assert trimmed.shape[0] == 20
+    whole = decode_all(path, info, DecodeParams(short_side=None))
+    # The trimmed clip starts 10 frames in: matches the untrimmed decode there.
+    assert np.abs(trimmed[0].astype(int) - whole[10]).mean() < 3
+
+
+def test_decoder_streams_in_bounded_blocks(tmp_path):
+    path = make_video(tmp_path / "v.mp4", frames=50, size="64x48", rate=25)
+    decoder = FrameDecoder(path, probe(path), DecodeParams(short_side=None), block=8)
+    sizes = [len(b) for b in decoder]
+    assert max(sizes) == 8 and sum(sizes) == 50 == decoder.frames
+
+
+def test_rotation_metadata_is_honoured(tmp_path):
+    plain = make_video(tmp_path / "plain.mp4", frames=6, size="64x32")
+    rotated = tmp_path / "rot.mp4"
+    subprocess.run([tools.ffmpeg_exe(), "-loglevel", "error", "-y", "-i", str(plain), "-c", "copy",
+                    "-metadata:s:v:0", "rotate=90", str(rotated)], check=True)
+    info = probe(rotated)
+    assert info.rotation in (90, 270) and (info.width, info.height) == (32, 64)
+    frames = decode_all(rotated, info, DecodeParams(short_side=None))
+    assert frames.shape[1:3] == (64, 32)
+    upright = decode_all(plain, probe(plain), DecodeParams(short_side=None))
+    turned = np.rot90(upright[0], k=1 if info.rotation == 90 else -1)
+    other = np.rot90(upright[0], k=-1 if info.rotation == 90 else 1)
+    err = lambda a: np.abs(frames[0].astype(int) - a).mean()  # noqa: E731
+    assert min(err(turned), err(other)) < 8
+
+
+@pytest.mark.parametrize("content,match", [(b"", "empty file"),
+                                           (b"definitely not a video\n" * 20,
+                                            "Invalid data|no video stream")],
+                         ids=["zero-byte", "text"])
+def test_bad_files_raise_decode_error(tmp_path, content, match):
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(content)
+    with pytest.raises(DecodeError, match=match):
+        probe(path)
+
+
+def test_audio_only_is_rejected(tmp_path):
+    path = tmp_path / "sound.mp4"
+    subprocess.run([tools.ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "sine=duration=0.5", "-c:a", "aac", str(path)], check=True)
+    with pytest.raises(DecodeError, match="no video stream"):
+        probe(path)
+
+
+HEADER = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.mp4':
+  Duration: 00:00:02.50, start: 0.000000, bitrate: 95 kb/s
+  Stream #0:0[0x1](und): Video: h264 (High) (avc1 / 0x31637661), yuv420p(progressive), 320x240 [SAR 1:1 DAR 4:3], 92 kb/s, 29.97 fps, 29.97 tbr, 30k tbn (default)
+    Side data:
+      displaymatrix: rotation of -90.00 degrees
+"""
+
+
+def test_fallback_header_parser():
+    parsed = parse_ffmpeg_header(HEADER)
+    stream = parsed["streams"][0]
+    assert (stream["width"], stream["height"], stream["avg_frame_rate"]) == ("320", "240", "29.97")
+    assert parsed["format"]["duration"] == pytest.approx(2.5)
+    assert stream["tags"]["rotate"] == "-90.00"
+    assert parse_ffmpeg_header("Input #0, wav\n  Stream #0:0: Audio: pcm_s16le") is None
+
+
+def test_probe_without_ffprobe_uses_ffmpeg_header(tmp_path, monkeypatch):
+    path = make_video(tmp_path / "v.mp4", frames=12, size="64x48", rate=12)
+    monkeypatch.setenv("VSSL_FFPROBE", "")
+    tools.ffprobe_exe.cache_clear()
+    try:
+        info = probe(path)
+    finally:
+        tools.ffprobe_exe.cache_clear()
+    assert (info.width, info.height, info.fps) == (64, 48, 12.0)
+    assert info.expected_frames() == 12
