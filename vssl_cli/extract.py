@@ -8,6 +8,7 @@ in flight and a rerun finishes the rest.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import os
@@ -20,7 +21,7 @@ from vssl_cli.errors import DecodeError, UsageProblem, VsslError
 from vssl_cli.store import backend_for, open_writer
 from vssl_cli.store.base import StoreWriter
 from vssl_cli.video.datasets import DatasetIndex, IndexOptions, VideoEntry, build_index
-from vssl_cli.video.decode import DecodeParams, FrameDecoder
+from vssl_cli.video.decode import BLOCK_BYTES, DecodeParams, FrameDecoder
 from vssl_cli.video.probe import probe
 
 log = logging.getLogger("vssl.extract")
@@ -32,15 +33,15 @@ TRUNCATION_RATIO = 0.9   # fewer frames than this share of the expected count + 
 class ExtractConfig:
     decode: DecodeParams = DecodeParams()
     codec: str = "auto"
-    chunk_frames: int = 8
+    chunk_frames: int | None = None   # None: the measured default of the backend
     index: IndexOptions = IndexOptions()
 
     def frame_params(self, backend: str) -> dict:
         """What determines the stored pixels; a store never mixes two of these."""
-        from vssl_cli.store import DEFAULT_CODECS
+        from vssl_cli.store import DEFAULT_CHUNK_FRAMES, DEFAULT_CODECS
         codec = DEFAULT_CODECS[backend] if self.codec == "auto" else self.codec
         return {**dataclasses.asdict(self.decode), "codec": codec,
-                "chunk_frames": self.chunk_frames}
+                "chunk_frames": self.chunk_frames or DEFAULT_CHUNK_FRAMES[backend]}
 
 
 @dataclasses.dataclass
@@ -95,8 +96,13 @@ def describe_ffmpeg_errors(lines: list[str]) -> str:
 
 
 def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, params_id: str,
-                threads: int, stop: threading.Event, lock: threading.Lock) -> dict:
-    """Decode one video into the store; returns its record (status ok or error)."""
+                threads: int, stop: threading.Event, lock, probed=None) -> dict:
+    """Decode one video into the store; returns its record (status ok or error).
+
+    ``lock`` serialises store writes for backends that need it; ``probed`` is a future
+    holding the probe result (probing runs ahead in its own thread: ffprobe costs ~50 ms
+    of process start-up that would otherwise stall the decoder).
+    """
     base = {"id": entry.id, "key": entry.key, "source": entry.path, "label": entry.label,
             "split": entry.split, "start": entry.start, "end": entry.end, "params": params_id}
     stat = _source_stat(entry.path)
@@ -106,9 +112,11 @@ def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, pa
     sink = None
     try:
         base["source_hash"] = file_digest(entry.path)
-        info = probe(entry.path)
+        info = probed.result() if probed is not None else probe(entry.path)
+        width, height = params.output_size(info)
+        block = max(1, BLOCK_BYTES // (width * height * 3) // writer.chunk_frames) * writer.chunk_frames
         decoder = FrameDecoder(entry.path, info, params, entry.start, entry.end,
-                               block=32, threads=threads)
+                               block=block, threads=threads)
         with lock:
             sink = writer.begin(entry.key, decoder.height, decoder.width)
         for block in decoder:
@@ -215,7 +223,8 @@ def extract(sources: list[str], output: str, cfg: ExtractConfig, *, workers: int
         return ExtractResult(output, {"would_extract": [e.id for e in index.entries]}, False)
 
     with exclusive_lock(output):
-        writer = open_writer(output, frame_params["codec"], cfg.chunk_frames, fresh=force)
+        writer = open_writer(output, frame_params["codec"], frame_params["chunk_frames"],
+                             fresh=force)
         try:
             return _run(index, sources, output, writer, cfg, config, params_id, workers,
                         force, prune, retry_errors, on_plan, on_video)
@@ -301,9 +310,12 @@ class _Run:
         stop = threading.Event()
         threads = max(1, (os.cpu_count() or 1) // workers)
         pool = concurrent.futures.ThreadPoolExecutor(workers)
+        prober = concurrent.futures.ThreadPoolExecutor(1)
+        write_lock = contextlib.nullcontext() if self.writer.concurrent_videos else self.lock
         try:
             futures = [pool.submit(extract_one, e, self.writer, self.cfg.decode, self.params_id,
-                                   threads, stop, self.lock) for e in self.todo]
+                                   threads, stop, write_lock, prober.submit(probe, e.path))
+                       for e in self.todo]
             for fut in concurrent.futures.as_completed(futures):
                 record = fut.result()
                 self.results[record["id"]] = record
@@ -315,9 +327,12 @@ class _Run:
                     self.checkpoint(complete=False)
         except BaseException:
             stop.set()
+            prober.shutdown(wait=False, cancel_futures=True)
             pool.shutdown(wait=True, cancel_futures=True)
             self.checkpoint(complete=False)   # keep what finished: the next run resumes
             raise
+        finally:
+            prober.shutdown(wait=False, cancel_futures=True)
         pool.shutdown(wait=True)
 
 

@@ -10,7 +10,7 @@ from vssl_cli.cli.common import (SizeType, dry_run_option, emit, force_option, j
                                  log, progress_bar, workers_option)
 from vssl_cli.errors import VsslError
 from vssl_cli.extract import ExtractConfig, extract
-from vssl_cli.store import CHUNK_FRAMES
+from vssl_cli.store import DEFAULT_CHUNK_FRAMES
 from vssl_cli.video.datasets import LAYOUTS, IndexOptions
 from vssl_cli.video.decode import DecodeParams
 
@@ -41,8 +41,9 @@ from vssl_cli.video.decode import DecodeParams
 @click.option("--codec", default="auto", show_default=True,
               help="Compression: Zarr blosc-lz4|blosc-zstd|zstd|gzip|none, "
                    "HDF5 lzf|gzip|none; auto picks the measured best.")
-@click.option("--chunk-frames", type=click.IntRange(1), default=CHUNK_FRAMES, show_default=True,
-              help="Frames per storage chunk.")
+@click.option("--chunk-frames", type=click.IntRange(1), default=None,
+              help="Frames per storage chunk [default: measured best per backend: "
+                   + ", ".join(f"{b} {n}" for b, n in DEFAULT_CHUNK_FRAMES.items()) + "].")
 @workers_option(default=os.cpu_count() or 1, help="Videos decoded in parallel.")
 @click.option("--prune", is_flag=True, help="Remove videos no longer among the sources.")
 @click.option("--retry-errors", is_flag=True,

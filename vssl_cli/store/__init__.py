@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from vssl_cli.errors import VsslError
-from vssl_cli.store.base import CHUNK_FRAMES, DEFAULT_CODECS, FrameStore, StoreWriter
+from vssl_cli.store.base import DEFAULT_CHUNK_FRAMES, DEFAULT_CODECS, FrameStore, StoreWriter
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 
@@ -34,13 +34,14 @@ def open_store(path: str | os.PathLike, manifest: dict | None = None) -> FrameSt
     return store
 
 
-def open_writer(path: str | os.PathLike, codec: str = "auto", chunk_frames: int = CHUNK_FRAMES,
+def open_writer(path: str | os.PathLike, codec: str = "auto", chunk_frames: int | None = None,
                 fresh: bool = False) -> StoreWriter:
     """A writer that resumes/extends the store at ``path``; ``fresh`` builds a new one
     beside it and swaps it in only on ``finish`` (``--force`` never loses the old store
     to an interrupted rebuild)."""
     backend = backend_for(path)
     codec = DEFAULT_CODECS[backend] if codec == "auto" else codec
+    chunk_frames = chunk_frames or DEFAULT_CHUNK_FRAMES[backend]
     if backend == "hdf5":
         from vssl_cli.store.hdf5_store import Hdf5StoreWriter
         return Hdf5StoreWriter(os.fspath(path), codec, chunk_frames, fresh)

@@ -16,8 +16,9 @@ import numpy as np
 
 from vssl_cli.errors import VsslError
 
-CHUNK_FRAMES = 8          # chosen with bench/store.py; see README "Frame store"
+# Chosen with bench/store.py (results in bench/results/store.json; README "Frame store").
 DEFAULT_CODECS = {"zarr": "blosc-lz4", "hdf5": "lzf"}
+DEFAULT_CHUNK_FRAMES = {"zarr": 8, "hdf5": 4}
 
 
 def slab_plan(indices: np.ndarray) -> tuple[slice | np.ndarray, np.ndarray | None]:
@@ -104,7 +105,13 @@ class VideoSink(abc.ABC):
 
 
 class StoreWriter(abc.ABC):
-    """Write side: resumable, one atomic video at a time, manifest written atomically."""
+    """Write side: resumable, one atomic video at a time, manifest written atomically.
+
+    ``concurrent_videos``: whether sinks of different videos may be written from several
+    threads at once (Zarr: separate arrays; HDF5: one file, writes must be serialised).
+    """
+
+    concurrent_videos = False
 
     def __init__(self, path: str, codec: str, chunk_frames: int):
         self.path, self.codec, self.chunk_frames = os.fspath(path), codec, chunk_frames

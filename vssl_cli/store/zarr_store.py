@@ -83,6 +83,8 @@ class _ZarrSink(VideoSink):
 
 
 class ZarrStoreWriter(StoreWriter):
+    concurrent_videos = True
+
     def __init__(self, path, codec, chunk_frames, fresh=False):
         if codec not in CODECS:
             raise VsslError(f"codec {codec!r} is not available for Zarr; choose from "

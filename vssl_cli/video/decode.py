@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import fcntl
 import os
 import subprocess
 import threading
@@ -18,6 +19,9 @@ import numpy as np
 from vssl_cli.errors import DecodeError
 from vssl_cli.video.probe import VideoInfo
 from vssl_cli.video.tools import ffmpeg_exe
+
+PIPE_BYTES = 1 << 20
+BLOCK_BYTES = 16 << 20   # frames handed over per block: bounds memory whatever the size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +91,7 @@ class FrameDecoder:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _widen_pipe(proc.stdout)
         tail = _StderrTail(proc.stderr)
         tail.start()
         frame_bytes = self.width * self.height * 3
@@ -111,6 +116,15 @@ class FrameDecoder:
                 proc.kill()
                 proc.wait()
             proc.stdout.close()
+
+
+def _widen_pipe(stream) -> None:
+    """Let ffmpeg decode ahead while we store the previous block: a 64 KiB pipe holds less
+    than one frame, so without this the two processes take turns instead of overlapping."""
+    try:
+        fcntl.fcntl(stream.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except OSError:
+        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default still works
 
 
 def decode_all(path, info, params, **kw) -> np.ndarray:

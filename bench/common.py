@@ -1,0 +1,52 @@
+"""Shared helpers for benchmarks: test videos, timing, result files."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "bench" / "results"
+
+from vssl_cli.video.tools import ffmpeg_exe  # noqa: E402
+
+
+def make_videos(folder: Path, count: int, frames: int, size: str = "320x240", rate: int = 25,
+                noise: int = 12) -> list[Path]:
+    """UCF101-like clips: 320x240 H.264 from testsrc2 with temporal noise (like a sensor)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"v{i:03d}_{frames}.mp4"
+        if not path.exists():
+            subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi",
+                            "-i", f"testsrc2=size={size}:rate={rate}", "-vf",
+                            f"noise=alls={noise}:allf=t,hue=H={i}*0.3", "-frames:v", str(frames),
+                            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                            str(path)], check=True)
+        paths.append(path)
+    return paths
+
+
+def timed(fn, repeat: int = 3) -> float:
+    """Best of ``repeat`` wall-clock seconds (least disturbed by the machine)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def save(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                           "python": platform.python_version()}, **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    return path
