@@ -81,7 +81,8 @@ def _reusable(record: dict | None, entry: VideoEntry, params_id: str) -> dict | 
         return None
     if stat == (record.get("source_size"), record.get("source_mtime_ns")):
         return record
-    if stat[0] == record.get("source_size") and record.get("source_hash") == file_digest(entry.path):
+    same_size = stat[0] == record.get("source_size")
+    if same_size and record.get("source_hash") == file_digest(entry.path):
         return {**record, "source_mtime_ns": stat[1]}   # touched, not changed
     return None
 
@@ -114,7 +115,8 @@ def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, pa
         base["source_hash"] = file_digest(entry.path)
         info = probed.result() if probed is not None else probe(entry.path)
         width, height = params.output_size(info)
-        block = max(1, BLOCK_BYTES // (width * height * 3) // writer.chunk_frames) * writer.chunk_frames
+        chunks_per_block = max(1, BLOCK_BYTES // (width * height * 3) // writer.chunk_frames)
+        block = chunks_per_block * writer.chunk_frames   # whole chunks: no partial rewrites
         decoder = FrameDecoder(entry.path, info, params, entry.start, entry.end,
                                block=block, threads=threads)
         with lock:
@@ -304,7 +306,7 @@ class _Run:
         since = time.monotonic() - self.last_checkpoint
         return since >= self.checkpoint_seconds / CHECKPOINT_COST_SHARE
 
-    def decode_all(self, workers: int, on_plan, on_video) -> None:
+    def decode_pending(self, workers: int, on_plan, on_video) -> None:
         if on_plan:
             on_plan(len(self.todo))
         stop = threading.Event()
@@ -342,7 +344,7 @@ def _run(index, sources, output, writer, cfg, config, params_id, workers, force,
                retry_errors)
     if run.up_to_date():
         return ExtractResult(output, run.previous_manifest, built=False)
-    run.decode_all(max(1, workers), on_plan, on_video)
+    run.decode_pending(max(1, workers), on_plan, on_video)
     manifest = run.checkpoint(complete=True)
     writer.finish()
     failed = [r for r in manifest["outputs"]["videos"] if r["status"] != "ok"]

@@ -32,7 +32,9 @@ def render(command: click.Command, name: str, parent: click.Context | None = Non
              ".SH SYNOPSIS", f".B {_escape(ctx.command_path)}",
              _escape(" ".join(command.collect_usage_pieces(ctx))),
              ".SH DESCRIPTION", _paragraphs(command.help or "")]
-    options = [p.get_help_record(ctx) for p in command.get_params(ctx)]
+    # Options only: whether arguments get a help record differs between click releases.
+    options = [p.get_help_record(ctx) for p in command.get_params(ctx)
+               if isinstance(p, click.Option)]
     options = [o for o in options if o]
     if options:
         lines.append(".SH OPTIONS")

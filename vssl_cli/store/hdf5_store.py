@@ -12,7 +12,6 @@ import os
 import shutil
 
 import h5py
-import numpy as np
 
 from vssl_cli.artifacts import parse_manifest
 from vssl_cli.errors import VsslError

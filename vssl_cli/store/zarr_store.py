@@ -13,7 +13,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
