@@ -16,7 +16,8 @@ import threading
 import time
 from typing import Callable
 
-from vssl_cli.artifacts import digest, exclusive_lock, file_digest, new_manifest
+from vssl_cli.artifacts import (digest, exclusive_lock, file_digest, load_manifest,
+                                new_manifest)
 from vssl_cli.errors import DecodeError, UsageProblem, VsslError
 from vssl_cli.store import backend_for, open_writer
 from vssl_cli.store.base import StoreWriter
@@ -121,11 +122,11 @@ def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, pa
                                block=block, threads=threads)
         with lock:
             sink = writer.begin(entry.key, decoder.height, decoder.width)
-        for block in decoder:
+        for frames in decoder:
             if stop.is_set():
                 raise _Stopped()
             with lock:
-                sink.append(block)
+                sink.append(frames)
         expected = info.expected_frames(params.fps, entry.start, entry.end)
         if params.max_frames:
             expected = min(expected, params.max_frames)
@@ -193,7 +194,6 @@ def _manifest(config: dict, sources: list[str], table: list[dict], classes: list
 
 
 def _previous_manifest(output: str) -> dict | None:
-    from vssl_cli.artifacts import load_manifest
     if not os.path.exists(output):
         return None
     try:
@@ -219,8 +219,9 @@ def extract(sources: list[str], output: str, cfg: ExtractConfig, *, workers: int
     params_id = digest(frame_params)
     config = {"frames": frame_params, "index": dataclasses.asdict(cfg.index),
               "backend": backend}
-    if os.path.exists(output) and not force:
-        _check_compatible(output, frame_params)
+    previous = None if force else _previous_manifest(output)
+    if previous is not None:
+        _check_compatible(output, previous, frame_params)
     if dry_run:
         return ExtractResult(output, {"would_extract": [e.id for e in index.entries]}, False)
 
@@ -229,15 +230,12 @@ def extract(sources: list[str], output: str, cfg: ExtractConfig, *, workers: int
                              fresh=force)
         try:
             return _run(index, sources, output, writer, cfg, config, params_id, workers,
-                        force, prune, retry_errors, on_plan, on_video)
+                        previous, prune, retry_errors, on_plan, on_video)
         finally:
             writer.close()
 
 
-def _check_compatible(output: str, frame_params: dict) -> None:
-    previous = _previous_manifest(output)
-    if previous is None:
-        return
+def _check_compatible(output: str, previous: dict, frame_params: dict) -> None:
     if previous["kind"] != "frames":
         raise UsageProblem(f"output exists and is a {previous['kind']} artifact, "
                            "not a frame store", output)
@@ -252,12 +250,12 @@ class _Run:
     """One extraction run over a writer: what to keep, what to decode, checkpoints."""
 
     def __init__(self, index: DatasetIndex, sources, output, writer: StoreWriter,
-                 cfg: ExtractConfig, config: dict, params_id: str, force: bool, prune: bool,
-                 retry_errors: bool):
+                 cfg: ExtractConfig, config: dict, params_id: str, previous_manifest: dict | None,
+                 prune: bool, retry_errors: bool):
         self.index, self.sources, self.output, self.writer = index, sources, output, writer
         self.cfg, self.config, self.params_id = cfg, config, params_id
         self.started = time.monotonic()
-        self.previous_manifest = None if force else _previous_manifest(output)
+        self.previous_manifest = previous_manifest
         previous = {r["id"]: r for r in
                     (self.previous_manifest or {}).get("outputs", {}).get("videos", [])}
         self.keep, self.todo = _plan(index, writer.completed(), previous, params_id,
@@ -338,9 +336,9 @@ class _Run:
         pool.shutdown(wait=True)
 
 
-def _run(index, sources, output, writer, cfg, config, params_id, workers, force, prune,
+def _run(index, sources, output, writer, cfg, config, params_id, workers, previous, prune,
          retry_errors, on_plan, on_video) -> ExtractResult:
-    run = _Run(index, sources, output, writer, cfg, config, params_id, force, prune,
+    run = _Run(index, sources, output, writer, cfg, config, params_id, previous, prune,
                retry_errors)
     if run.up_to_date():
         return ExtractResult(output, run.previous_manifest, built=False)
