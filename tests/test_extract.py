@@ -12,13 +12,12 @@ import pytest
 from conftest import ROOT, make_video, manifest_of, run_vssl, videos_table
 from vssl_cli.store import open_store
 from vssl_cli.video.decode import DecodeParams, decode_all
-from vssl_cli.video.probe import probe
 
 
 @pytest.mark.parametrize("name", ["f.zarr", "f.h5"])
 def test_extract_synth_ucf101_layout(synth_dir, tmp_path, name):
     out = tmp_path / name
-    proc = run_vssl("extract", synth_dir, "-o", out, "-j", "2", "--short-side", "32", check=0)
+    proc = run_vssl("extract", synth_dir, "-o", out, "-j", "4", "--short-side", "32", check=0)
     assert proc.stdout.strip() == str(out)
     manifest = manifest_of(out)
     assert manifest["kind"] == "frames" and manifest["outputs"]["layouts"] == ["ucf101"]
@@ -31,7 +30,7 @@ def test_extract_synth_ucf101_layout(synth_dir, tmp_path, name):
         frames = store.read(video["id"], range(16))
         assert frames.shape == (16, 32, 32, 3)
         # The store holds exactly what ffmpeg decodes from the source.
-        direct = decode_all(video["source"], probe(video["source"]), DecodeParams(short_side=32))
+        direct = decode_all(video["source"], DecodeParams(short_side=32))
         np.testing.assert_array_equal(frames, direct)
     assert not Path(f"{out}.partial").exists() and not Path(f"{out}.lock").exists()
 
@@ -151,9 +150,17 @@ def test_concurrent_writer_is_refused(videos, tmp_path):
     assert "another vssl process is writing" in proc.stderr
 
 
-def _start_slow_extract(src, out):
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"   # zombies are dead
+    except FileNotFoundError:
+        return False
+
+
+def _start_slow_extract(src, out, workers=1):
     return subprocess.Popen([sys.executable, "-m", "vssl_cli", "extract", str(src), "-o",
-                             str(out), "-j", "1", "--short-side", "0"], cwd=ROOT,
+                             str(out), "-j", str(workers), "--short-side", "0"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -179,17 +186,29 @@ def slow_source(tmp_path_factory):
     return src
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-@pytest.mark.parametrize("name", ["k.zarr", "k.h5"])
-def test_killed_extract_resumes_to_the_same_result(tmp_path, slow_source, sig, name):
+@pytest.mark.parametrize("sig,name,workers", [
+    (signal.SIGKILL, "k.zarr", 1), (signal.SIGTERM, "k.zarr", 1),
+    (signal.SIGKILL, "k.h5", 1), (signal.SIGTERM, "k.h5", 1),
+    (signal.SIGKILL, "k.zarr", 2),   # worker processes must die with their parent
+    (signal.SIGTERM, "k.zarr", 2),   # ... and be stopped by it
+])
+def test_killed_extract_resumes_to_the_same_result(tmp_path, slow_source, sig, name, workers):
     src = slow_source
     out = tmp_path / name
-    proc = _start_slow_extract(src, out)
+    proc = _start_slow_extract(src, out, workers)
     _wait_for_some_videos(out, name, 2)
+    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)],
+                                               capture_output=True, text=True).stdout.split()]
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     if sig == signal.SIGTERM:
         assert proc.returncode == 130 and "interrupted" in err
+    if workers > 1:
+        assert children, "expected worker processes"
+    deadline = time.time() + 10
+    while any(_alive(c) for c in children) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [c for c in children if _alive(c)], "orphaned workers outlived the kill"
     if name.endswith(".zarr"):  # readable right away, with every finished video intact
         with open_store(out) as store:
             for r in store.videos:

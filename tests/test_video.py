@@ -16,29 +16,33 @@ def test_probe_and_native_decode(tmp_path):
     info = probe(path)
     assert (info.width, info.height, info.fps, info.rotation) == (80, 48, 15.0, 0)
     assert info.num_frames == 15 and info.duration == pytest.approx(1.0, abs=0.1)
-    frames = decode_all(path, info, DecodeParams(short_side=None))
+    frames = decode_all(path, DecodeParams(short_side=None))
     assert frames.shape == (15, 48, 80, 3) and frames.dtype == np.uint8
     assert frames.std() > 10  # real picture content, not a blank buffer
 
 
 def test_resize_resample_limit_and_trim(tmp_path):
     path = make_video(tmp_path / "v.mp4", frames=40, size="96x64", rate=20)
-    info = probe(path)
-    frames = decode_all(path, info, DecodeParams(short_side=32, fps=10))
+    frames = decode_all(path, DecodeParams(short_side=32, fps=10))
     assert frames.shape == (20, 32, 48, 3)
-    assert decode_all(path, info, DecodeParams(size=(40, 30), max_frames=7)).shape == (7, 30, 40, 3)
-    trimmed = decode_all(path, info, DecodeParams(short_side=None), start=0.5, end=1.5)
+    assert decode_all(path, DecodeParams(size=(40, 30), max_frames=7)).shape == (7, 30, 40, 3)
+    trimmed = decode_all(path, DecodeParams(short_side=None), start=0.5, end=1.5)
     assert trimmed.shape[0] == 20
-    whole = decode_all(path, info, DecodeParams(short_side=None))
+    whole = decode_all(path, DecodeParams(short_side=None))
     # The trimmed clip starts 10 frames in: matches the untrimmed decode there.
     assert np.abs(trimmed[0].astype(int) - whole[10]).mean() < 3
 
 
 def test_decoder_streams_in_bounded_blocks(tmp_path):
     path = make_video(tmp_path / "v.mp4", frames=50, size="64x48", rate=25)
-    decoder = FrameDecoder(path, probe(path), DecodeParams(short_side=None), block=8)
+    decoder = FrameDecoder(path, DecodeParams(short_side=None), block=8)
     sizes = [len(b) for b in decoder]
     assert max(sizes) == 8 and sum(sizes) == 50 == decoder.frames
+    # The decoder reads the source's description from its own ffmpeg log header.
+    assert (decoder.info.width, decoder.info.height, decoder.info.fps) == (64, 48, 25.0)
+    assert decoder.info.expected_frames() == 50
+    by_bytes = FrameDecoder(path, DecodeParams(short_side=None), multiple=16)
+    assert {len(b) for b in by_bytes} == {50}  # 16 MiB fits all; whole multiples of 16 asked
 
 
 def test_rotation_metadata_is_honoured(tmp_path):
@@ -48,9 +52,11 @@ def test_rotation_metadata_is_honoured(tmp_path):
                     "-metadata:s:v:0", "rotate=90", str(rotated)], check=True)
     info = probe(rotated)
     assert info.rotation in (90, 270) and (info.width, info.height) == (32, 64)
-    frames = decode_all(rotated, info, DecodeParams(short_side=None))
+    decoder = FrameDecoder(rotated, DecodeParams(short_side=None))
+    frames = np.concatenate(list(decoder))
     assert frames.shape[1:3] == (64, 32)
-    upright = decode_all(plain, probe(plain), DecodeParams(short_side=None))
+    assert decoder.info.rotation == info.rotation and decoder.info.width == 32
+    upright = decode_all(plain, DecodeParams(short_side=None))
     turned = np.rot90(upright[0], k=1 if info.rotation == 90 else -1)
     other = np.rot90(upright[0], k=-1 if info.rotation == 90 else 1)
     err = lambda a: np.abs(frames[0].astype(int) - a).mean()  # noqa: E731
@@ -74,6 +80,15 @@ def test_audio_only_is_rejected(tmp_path):
                     "sine=duration=0.5", "-c:a", "aac", str(path)], check=True)
     with pytest.raises(DecodeError, match="no video stream"):
         probe(path)
+    with pytest.raises(DecodeError, match="no video stream"):
+        list(FrameDecoder(path, DecodeParams()))
+
+
+def test_decoder_names_non_video_input(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("hello\n" * 100)
+    with pytest.raises(DecodeError, match="not a video"):
+        list(FrameDecoder(path, DecodeParams()))
 
 
 HEADER = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.mp4':

@@ -11,7 +11,9 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import multiprocessing
 import os
+import signal
 import threading
 import time
 from typing import Callable
@@ -22,8 +24,7 @@ from vssl_cli.errors import DecodeError, UsageProblem, VsslError
 from vssl_cli.store import backend_for, open_writer
 from vssl_cli.store.base import StoreWriter
 from vssl_cli.video.datasets import DatasetIndex, IndexOptions, VideoEntry, build_index
-from vssl_cli.video.decode import BLOCK_BYTES, DecodeParams, FrameDecoder
-from vssl_cli.video.probe import probe
+from vssl_cli.video.decode import DecodeParams, FrameDecoder, describe_failure
 
 log = logging.getLogger("vssl.extract")
 CHECKPOINT_COST_SHARE = 0.05  # manifest checkpoints may take at most this share of the time
@@ -88,22 +89,11 @@ def _reusable(record: dict | None, entry: VideoEntry, params_id: str) -> dict | 
     return None
 
 
-def describe_ffmpeg_errors(lines: list[str]) -> str:
-    """The most telling of ffmpeg's complaints, worded for a person."""
-    text = " ".join(lines)
-    if "partial file" in text or "moov atom not found" in text:
-        return "truncated file"
-    informative = [ln for ln in lines if "Invalid data" in ln or "corrupt" in ln.lower()]
-    return (informative or lines or ["unknown ffmpeg error"])[-1]
-
-
 def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, params_id: str,
-                threads: int, stop: threading.Event, lock, probed=None) -> dict:
+                threads: int, stop: threading.Event, lock) -> dict:
     """Decode one video into the store; returns its record (status ok or error).
 
-    ``lock`` serialises store writes for backends that need it; ``probed`` is a future
-    holding the probe result (probing runs ahead in its own thread: ffprobe costs ~50 ms
-    of process start-up that would otherwise stall the decoder).
+    ``lock`` serialises store writes for backends that need it.
     """
     base = {"id": entry.id, "key": entry.key, "source": entry.path, "label": entry.label,
             "split": entry.split, "start": entry.start, "end": entry.end, "params": params_id}
@@ -113,29 +103,28 @@ def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, pa
     base.update(source_size=stat[0], source_mtime_ns=stat[1])
     sink = None
     try:
+        if stat[0] == 0:
+            raise DecodeError("empty file (0 bytes)", entry.path)
         base["source_hash"] = file_digest(entry.path)
-        info = probed.result() if probed is not None else probe(entry.path)
-        width, height = params.output_size(info)
-        chunks_per_block = max(1, BLOCK_BYTES // (width * height * 3) // writer.chunk_frames)
-        block = chunks_per_block * writer.chunk_frames   # whole chunks: no partial rewrites
-        decoder = FrameDecoder(entry.path, info, params, entry.start, entry.end,
-                               block=block, threads=threads)
-        with lock:
-            sink = writer.begin(entry.key, decoder.height, decoder.width)
+        decoder = FrameDecoder(entry.path, params, entry.start, entry.end,
+                               multiple=writer.chunk_frames, threads=threads)
         for frames in decoder:
             if stop.is_set():
                 raise _Stopped()
             with lock:
+                if sink is None:
+                    sink = writer.begin(entry.key, decoder.height, decoder.width)
                 sink.append(frames)
+        info = decoder.info
+        if decoder.frames == 0 or info is None:
+            raise DecodeError(f"no frames decoded: {describe_failure(decoder.errors)}",
+                              entry.path)
         expected = info.expected_frames(params.fps, entry.start, entry.end)
         if params.max_frames:
             expected = min(expected, params.max_frames)
-        if decoder.frames == 0:
-            raise DecodeError(f"no frames decoded: {describe_ffmpeg_errors(decoder.errors)}",
-                              entry.path)
         if decoder.errors and decoder.frames < TRUNCATION_RATIO * expected:
             raise DecodeError(f"decoded {decoder.frames} of about {expected} frames: "
-                              f"{describe_ffmpeg_errors(decoder.errors)}", entry.path)
+                              f"{describe_failure(decoder.errors)}", entry.path)
         record = {**base, "status": "ok", "frames": decoder.frames,
                   "fps": params.fps or info.fps, "height": decoder.height,
                   "width": decoder.width, "orig_width": info.width, "orig_height": info.height,
@@ -246,6 +235,26 @@ def _check_compatible(output: str, previous: dict, frame_params: dict) -> None:
                            + "); use --force to rebuild it or choose another output", output)
 
 
+_WORKER: dict = {}
+
+
+def _init_worker(path: str, codec: str, chunk_frames: int) -> None:
+    """Set up an extraction worker process: its own store handle; it dies with its parent
+    (no orphans after a SIGKILL) and leaves Ctrl-C to the parent, which stops the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)   # 1: PR_SET_PDEATHSIG
+    from vssl_cli.store import attach_writer
+    _WORKER["writer"] = attach_writer(path, codec, chunk_frames)
+
+
+def _extract_in_worker(entry: VideoEntry, params: DecodeParams, params_id: str,
+                       threads: int) -> dict:
+    return extract_one(entry, _WORKER["writer"], params, params_id, threads,
+                       threading.Event(), contextlib.nullcontext())
+
+
 class _Run:
     """One extraction run over a writer: what to keep, what to decode, checkpoints."""
 
@@ -309,13 +318,8 @@ class _Run:
             on_plan(len(self.todo))
         stop = threading.Event()
         threads = max(1, (os.cpu_count() or 1) // workers)
-        pool = concurrent.futures.ThreadPoolExecutor(workers)
-        prober = concurrent.futures.ThreadPoolExecutor(1)
-        write_lock = contextlib.nullcontext() if self.writer.concurrent_videos else self.lock
+        pool, futures = self._start(workers, threads, stop)
         try:
-            futures = [pool.submit(extract_one, e, self.writer, self.cfg.decode, self.params_id,
-                                   threads, stop, write_lock, prober.submit(probe, e.path))
-                       for e in self.todo]
             for fut in concurrent.futures.as_completed(futures):
                 record = fut.result()
                 self.results[record["id"]] = record
@@ -327,13 +331,31 @@ class _Run:
                     self.checkpoint(complete=False)
         except BaseException:
             stop.set()
-            prober.shutdown(wait=False, cancel_futures=True)
-            pool.shutdown(wait=True, cancel_futures=True)
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)   # forgets its processes
+            for process in processes:
+                process.terminate()   # a video in flight is simply redone next run
+                process.join(timeout=10)
+            pool.shutdown(wait=True)   # threads: they see ``stop`` and return
             self.checkpoint(complete=False)   # keep what finished: the next run resumes
             raise
-        finally:
-            prober.shutdown(wait=False, cancel_futures=True)
         pool.shutdown(wait=True)
+
+    def _start(self, workers: int, threads: int, stop: threading.Event):
+        """Worker processes when the store takes parallel writers (Zarr): the Python side
+        of each video (pipe reads, chunking, compression calls) then scales with cores
+        instead of sharing one interpreter lock. Threads otherwise (HDF5, or -j 1)."""
+        if workers > 1 and self.writer.concurrent_videos:
+            pool = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.writer.path, self.writer.codec, self.writer.chunk_frames))
+            return pool, [pool.submit(_extract_in_worker, e, self.cfg.decode, self.params_id,
+                                      threads) for e in self.todo]
+        pool = concurrent.futures.ThreadPoolExecutor(workers)
+        lock = contextlib.nullcontext() if self.writer.concurrent_videos else self.lock
+        return pool, [pool.submit(extract_one, e, self.writer, self.cfg.decode, self.params_id,
+                                  threads, stop, lock) for e in self.todo]
 
 
 def _run(index, sources, output, writer, cfg, config, params_id, workers, previous, prune,

@@ -55,3 +55,12 @@ def read_file_manifest(path: str) -> dict:
         raise VsslError("not a vssl artifact (expected a directory or an .h5 file)", path)
     from vssl_cli.store.hdf5_store import read_manifest
     return read_manifest(path)
+
+
+def attach_writer(path: str, codec: str, chunk_frames: int) -> StoreWriter:
+    """A writer in an extraction worker process, sharing the store another writer opened.
+    Only backends with ``concurrent_videos`` support this."""
+    if backend_for(path) == "hdf5":
+        raise VsslError("HDF5 stores have a single writer", path)
+    from vssl_cli.store.zarr_store import ZarrStoreWriter
+    return ZarrStoreWriter(path, codec, chunk_frames, attach=True)

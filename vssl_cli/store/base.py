@@ -18,7 +18,7 @@ from vssl_cli.errors import VsslError
 
 # Chosen with bench/store.py (results in bench/results/store.json; README "Frame store").
 DEFAULT_CODECS = {"zarr": "blosc-lz4", "hdf5": "lzf"}
-DEFAULT_CHUNK_FRAMES = {"zarr": 8, "hdf5": 4}
+DEFAULT_CHUNK_FRAMES = {"zarr": 16, "hdf5": 4}
 
 
 def slab_plan(indices: np.ndarray) -> tuple[slice | np.ndarray, np.ndarray | None]:

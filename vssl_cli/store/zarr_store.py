@@ -65,10 +65,12 @@ class _ZarrSink(VideoSink):
         self.writer, self.key = writer, key
         self.staging = Path(writer.path) / "incoming" / key
         shutil.rmtree(self.staging, ignore_errors=True)
-        group = zarr.open_group(writer.path, mode="a").require_group("incoming")
-        self.array = group.create_array(
+        self.array = writer.incoming.create_array(
             key, shape=(0, height, width, 3), chunks=(writer.chunk_frames, height, width, 3),
-            dtype="uint8", compressors=CODECS[writer.codec](), overwrite=True)
+            dtype="uint8", compressors=CODECS[writer.codec](), overwrite=True,
+            # Skipping the per-chunk "all fill value?" scan halves write CPU (bench/store.py);
+            # black frames then cost a stored chunk, which is correct anyway.
+            config={"write_empty_chunks": True})
 
     def append(self, frames):
         self.array.append(frames, axis=0)
@@ -84,11 +86,16 @@ class _ZarrSink(VideoSink):
 class ZarrStoreWriter(StoreWriter):
     concurrent_videos = True
 
-    def __init__(self, path, codec, chunk_frames, fresh=False):
+    def __init__(self, path, codec, chunk_frames, fresh=False, attach=False):
+        """``attach``: another process's writer is working on this store (extraction worker
+        processes); use its staging area as it is."""
         if codec not in CODECS:
             raise VsslError(f"codec {codec!r} is not available for Zarr; choose from "
                             f"{', '.join(CODECS)}", path)
         super().__init__(path, codec, chunk_frames)
+        if attach:
+            self.incoming = zarr.open_group(self.path, mode="r+")["incoming"]
+            return
         if fresh:
             final = Path(self.final)
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +104,8 @@ class ZarrStoreWriter(StoreWriter):
         root = zarr.open_group(self.path, mode="a")
         root.require_group("videos")
         shutil.rmtree(Path(self.path) / "incoming", ignore_errors=True)
+        # Made once here: sinks of parallel workers creating it themselves would race.
+        self.incoming = root.require_group("incoming")
 
     def completed(self):
         found = {}

@@ -1,14 +1,20 @@
-"""Streaming decode of one video into RGB frame blocks through an ffmpeg subprocess.
+"""Streaming decode of one video into RGB frame blocks through one ffmpeg process.
 
-Memory stays bounded by one block whatever the video's length: frames are read from
-ffmpeg's pipe ``block`` at a time and handed to the caller, never accumulated here.
+The same process that decodes also reports the input's geometry, rate and rotation in
+its log header, so extraction needs no separate ffprobe run (a process start costs
+~50 ms of CPU per video; see bench/extract.py). Memory stays bounded by a few blocks
+whatever the video's length: frames are read from ffmpeg's pipe a block at a time and
+handed to the caller, never accumulated here.
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import fcntl
 import os
+import queue
+import re
 import subprocess
 import threading
 from typing import Iterator
@@ -17,11 +23,26 @@ import ffmpeg
 import numpy as np
 
 from vssl_cli.errors import DecodeError
-from vssl_cli.video.probe import VideoInfo
+from vssl_cli.video.probe import _STREAM, VideoInfo, info_from_header
 from vssl_cli.video.tools import ffmpeg_exe
 
 PIPE_BYTES = 1 << 20
 BLOCK_BYTES = 16 << 20   # frames handed over per block: bounds memory whatever the size
+_LEVEL = re.compile(r"\[(panic|fatal|error|warning|info)\] ?")
+_COMPLAINTS = ("panic", "fatal", "error")
+
+
+def _large_blocks_from_mmap(threshold: int = 4 << 20) -> None:
+    """Frame blocks are allocated by one thread and freed by another; glibc would otherwise
+    raise its mmap threshold after the first free and serve later blocks from per-thread
+    arenas that fragment, so peak memory crept up with video length (bench/extract.py).
+    A fixed threshold keeps every block mmap-backed and returned to the OS on free."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)   # -3: M_MMAP_THRESHOLD
+
+
+_large_blocks_from_mmap()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,90 +53,165 @@ class DecodeParams:
     size: tuple[int, int] | None = None  # (width, height); overrides short_side
     max_frames: int | None = None
 
-    def output_size(self, info: VideoInfo) -> tuple[int, int]:
-        """(width, height) of decoded frames for a video of this geometry."""
-        if self.size:
-            return tuple(self.size)
-        if not self.short_side:
-            return info.width, info.height
-        scale = self.short_side / min(info.width, info.height)
-        return max(1, round(info.width * scale)), max(1, round(info.height * scale))
 
-
-class _StderrTail(threading.Thread):
-    """Drain ffmpeg's stderr so it can never block on a full pipe; keep the last lines."""
+class _LogReader(threading.Thread):
+    """Drain ffmpeg's stderr (it must never block on a full pipe), split it into the input
+    header, the decoded output size, and complaints (error level and worse)."""
 
     def __init__(self, stream):
         super().__init__(daemon=True)
-        self.stream, self.lines = stream, collections.deque(maxlen=20)
+        self.stream = stream
+        self.header_lines: list[str] = []
+        self.errors: collections.deque = collections.deque(maxlen=20)
+        self.output_size: tuple[int, int] | None = None
+        self.header_done = threading.Event()
 
     def run(self):
-        for raw in self.stream:
-            line = raw.decode(errors="replace").strip()
-            if line:
-                self.lines.append(line)
+        section, level = "input", "info"
+        try:
+            for raw in self.stream:
+                line = raw.decode(errors="replace").rstrip()
+                found = _LEVEL.search(line)
+                if found:   # continuation lines keep the previous line's level
+                    level, line = found.group(1), line[found.end():]
+                if level in _COMPLAINTS:
+                    self.errors.append(line.strip())
+                elif section == "input":
+                    if line.startswith("Output #0"):
+                        section = "output"
+                    else:
+                        self.header_lines.append(line)
+                elif section == "output" and self.output_size is None:
+                    match = _STREAM.search(line)
+                    if match:
+                        self.output_size = int(match.group(2)), int(match.group(3))
+                        self.header_done.set()
+        finally:
+            self.header_done.set()
+
+
+def _scale_filter(stream, params: DecodeParams):
+    if params.size:
+        return stream.filter("scale", params.size[0], params.size[1], flags="area")
+    if params.short_side:
+        # Both sides at least S with the aspect kept: the shorter side is exactly S.
+        side = params.short_side
+        return stream.filter("scale", side, side, force_original_aspect_ratio="increase",
+                             flags="area")
+    return stream
 
 
 class FrameDecoder:
     """Iterate uint8 blocks of shape (n <= block, H, W, 3) in display orientation.
 
     Rotation metadata is honoured (ffmpeg autorotates before our filters run).
-    ``start``/``end`` in seconds trim the video (Kinetics segments). After iteration,
-    ``frames`` counts what was produced and ``errors`` holds ffmpeg's complaints, which
-    the caller weighs (a truncated file decodes partly and complains).
-    Raises DecodeError if ffmpeg fails before producing any frame.
+    ``start``/``end`` in seconds trim the video (Kinetics segments). Once iteration has
+    begun, ``info`` describes the source and ``width``/``height`` the frames; afterwards
+    ``frames`` counts what was produced and ``errors`` holds ffmpeg's complaints, which the
+    caller weighs (a truncated file decodes partly and complains). Blocks hold ``block``
+    frames, or by default as many whole multiples of ``multiple`` as fit in 16 MiB.
+    Raises DecodeError when ffmpeg cannot start decoding (no video stream, not a video).
     """
 
-    def __init__(self, path: str | os.PathLike, info: VideoInfo, params: DecodeParams,
-                 start: float | None = None, end: float | None = None, block: int = 32,
-                 threads: int = 0):
-        self.path, self.block = os.fspath(path), block
-        self.width, self.height = params.output_size(info)
+    def __init__(self, path: str | os.PathLike, params: DecodeParams,
+                 start: float | None = None, end: float | None = None,
+                 block: int | None = None, multiple: int = 1, threads: int = 0):
+        self.path, self.block, self.multiple = os.fspath(path), block, multiple
+        self.info: VideoInfo | None = None
+        self.width = self.height = 0
         self.frames, self.errors = 0, []
         input_args = {"threads": threads}
         if start:
             input_args["ss"] = start
         if end is not None:
             input_args["t"] = max(0.0, end - (start or 0.0))
-        stream = ffmpeg.input(self.path, **input_args)
+        stream = ffmpeg.input(self.path, **input_args)["v:0"]
         if params.fps:
             stream = stream.filter("fps", fps=params.fps)
-        if (self.width, self.height) != (info.width, info.height):
-            stream = stream.filter("scale", self.width, self.height, flags="area")
+        stream = _scale_filter(stream, params)
         out_args = {"format": "rawvideo", "pix_fmt": "rgb24"}
         if params.max_frames:
             out_args["frames:v"] = params.max_frames
         self.command = (stream.output("pipe:", **out_args)
-                        .global_args("-nostdin", "-hide_banner", "-loglevel", "error")
+                        .global_args("-nostdin", "-hide_banner", "-nostats",
+                                     "-loglevel", "level+info")
                         .compile(cmd=ffmpeg_exe()))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         _widen_pipe(proc.stdout)
-        tail = _StderrTail(proc.stderr)
-        tail.start()
-        frame_bytes = self.width * self.height * 3
-        want = frame_bytes * self.block
+        log = _LogReader(proc.stderr)
+        log.start()
+        reader = None
+        blocks: queue.Queue = queue.Queue(maxsize=2)
         try:
-            while True:
-                data = proc.stdout.read(want)
-                n = len(data) // frame_bytes
-                if n:
-                    self.frames += n
-                    yield np.frombuffer(data, np.uint8, n * frame_bytes).reshape(
-                        n, self.height, self.width, 3)
-                if len(data) < want:
-                    break
-            code = proc.wait()
-            tail.join(timeout=5)
-            self.errors = list(tail.lines)
-            if code != 0 and self.frames == 0 and not self.errors:
-                raise DecodeError(f"ffmpeg failed with exit code {code}", self.path)
+            log.header_done.wait()
+            if log.output_size is None:
+                proc.wait()
+                log.join(timeout=5)
+                raise DecodeError(describe_failure(list(log.errors), proc.returncode),
+                                  self.path)
+            self.width, self.height = log.output_size
+            self.info = info_from_header("\n".join(log.header_lines))
+            # A reader thread drains the pipe while the caller stores the previous block,
+            # so ffmpeg never waits on our writes (two blocks in flight bound the memory).
+            reader = threading.Thread(target=self._pump, args=(proc.stdout, blocks),
+                                      daemon=True)
+            reader.start()
+            while (item := blocks.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                self.frames += len(item)
+                yield item
+            proc.wait()
+            log.join(timeout=5)
+            self.errors = list(log.errors)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            while reader is not None and reader.is_alive():  # unblock a reader on a full queue
+                with contextlib.suppress(queue.Empty):
+                    blocks.get_nowait()
+                reader.join(timeout=0.01)
             proc.stdout.close()
+
+    def _block_frames(self, frame_bytes: int) -> int:
+        if self.block:
+            return self.block
+        return max(1, BLOCK_BYTES // frame_bytes // self.multiple) * self.multiple
+
+    def _pump(self, stdout, blocks: queue.Queue) -> None:
+        frame_bytes = self.width * self.height * 3
+        want = frame_bytes * self._block_frames(frame_bytes)
+        try:
+            while True:
+                data = stdout.read(want)
+                n = len(data) // frame_bytes
+                if n:
+                    blocks.put(np.frombuffer(data, np.uint8, n * frame_bytes).reshape(
+                        n, self.height, self.width, 3))
+                if len(data) < want:
+                    break
+        except (OSError, ValueError) as e:   # pipe closed under us: the consumer stopped
+            blocks.put(e)
+        blocks.put(None)
+
+
+def describe_failure(errors: list[str], code: int | None = None) -> str:
+    """The most telling of ffmpeg's complaints, worded for a person."""
+    text = " ".join(errors)
+    if "matches no streams" in text or "does not contain any stream" in text:
+        return "no video stream (audio-only or not a video)"
+    if "partial file" in text:
+        return "truncated file"
+    if "moov atom not found" in text:   # an mp4 cut before its index, or not an mp4 at all
+        return "truncated or not a video (no moov atom)"
+    if "Invalid data found" in text:
+        return "not a video or corrupt (Invalid data found when processing input)"
+    informative = [ln for ln in errors if "corrupt" in ln.lower()]
+    fallback = [f"ffmpeg failed with exit code {code}"] if code else ["unknown ffmpeg error"]
+    return (informative or errors or fallback)[-1]
 
 
 def _widen_pipe(stream) -> None:
@@ -127,9 +223,9 @@ def _widen_pipe(stream) -> None:
         pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default still works
 
 
-def decode_all(path, info, params, **kw) -> np.ndarray:
+def decode_all(path, params: DecodeParams, **kw) -> np.ndarray:
     """Whole video in memory: for tests and tiny clips only."""
-    decoder = FrameDecoder(path, info, params, **kw)
+    decoder = FrameDecoder(path, params, **kw)
     blocks = list(decoder)
     if not blocks:
         return np.zeros((0, decoder.height, decoder.width, 3), np.uint8)

@@ -58,7 +58,7 @@ def _from_stream(stream: dict, fmt: dict) -> VideoInfo:
                      stream.get("codec_name", "?"))
 
 
-_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{2,5})x(\d{2,5})")
+_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{1,5})x(\d{1,5})")
 _FPS = re.compile(r"([\d.]+) (?:fps|tbr)")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):([\d.]+)")
 _ROTATE = re.compile(r"(?:rotate\s*:\s*(-?\d+))|(?:rotation of (-?[\d.]+) degrees)")
@@ -80,6 +80,15 @@ def parse_ffmpeg_header(text: str) -> dict | None:
     fmt = {"duration": int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3))
            if d else 0.0}
     return {"streams": [stream], "format": fmt}
+
+
+def info_from_header(text: str) -> VideoInfo | None:
+    """VideoInfo from the input section of ffmpeg's own log (what ``ffmpeg -i`` prints)."""
+    parsed = parse_ffmpeg_header(text)
+    if parsed is None:
+        return None
+    info = _from_stream(parsed["streams"][0], parsed["format"])
+    return info if info.fps > 0 else None
 
 
 def _run_probe(path: str) -> dict | None:
