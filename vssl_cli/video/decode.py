@@ -23,7 +23,7 @@ import ffmpeg
 import numpy as np
 
 from vssl_cli.errors import DecodeError
-from vssl_cli.video.probe import _STREAM, VideoInfo, info_from_header
+from vssl_cli.video.probe import STREAM_LINE, VideoInfo, info_from_header
 from vssl_cli.video.tools import ffmpeg_exe
 
 PIPE_BYTES = 1 << 20
@@ -82,7 +82,7 @@ class _LogReader(threading.Thread):
                     else:
                         self.header_lines.append(line)
                 elif section == "output" and self.output_size is None:
-                    match = _STREAM.search(line)
+                    match = STREAM_LINE.search(line)
                     if match:
                         self.output_size = int(match.group(2)), int(match.group(3))
                         self.header_done.set()

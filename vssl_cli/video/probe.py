@@ -1,15 +1,13 @@
-"""Read a video's geometry, rate, duration and rotation before decoding it."""
+"""A video's geometry, rate, duration and rotation, read from ffmpeg's log header.
+
+The decoding ffmpeg process prints this header anyway, so no separate ffprobe run is
+needed (and the static ffmpeg that imageio-ffmpeg ships has no ffprobe).
+"""
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
-import subprocess
 from fractions import Fraction
-
-from vssl_cli.errors import DecodeError
-from vssl_cli.video.tools import ffmpeg_exe, ffprobe_exe
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,15 +56,16 @@ def _from_stream(stream: dict, fmt: dict) -> VideoInfo:
                      stream.get("codec_name", "?"))
 
 
-_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{1,5})x(\d{1,5})")
+STREAM_LINE = re.compile(r"Stream #\d+:\d+.*?: Video: (\w+).*?, (\d{1,5})x(\d{1,5})")
 _FPS = re.compile(r"([\d.]+) (?:fps|tbr)")
 _DURATION = re.compile(r"Duration: (\d+):(\d+):([\d.]+)")
 _ROTATE = re.compile(r"(?:rotate\s*:\s*(-?\d+))|(?:rotation of (-?[\d.]+) degrees)")
 
 
 def parse_ffmpeg_header(text: str) -> dict | None:
-    """Fallback parser for ``ffmpeg -i`` output, for when there is no ffprobe."""
-    m = _STREAM.search(text)
+    """The first video stream and the duration from ``ffmpeg -i`` style output, shaped
+    like ffprobe's JSON (streams, format)."""
+    m = STREAM_LINE.search(text)
     if not m:
         return None
     line = text[m.start():].splitlines()[0]
@@ -89,41 +88,3 @@ def info_from_header(text: str) -> VideoInfo | None:
         return None
     info = _from_stream(parsed["streams"][0], parsed["format"])
     return info if info.fps > 0 else None
-
-
-def _run_probe(path: str) -> dict | None:
-    probe = ffprobe_exe()
-    if probe:
-        proc = subprocess.run([probe, "-v", "error", "-show_streams", "-show_format",
-                               "-select_streams", "v:0", "-of", "json", path],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise DecodeError(_last_line(proc.stderr) or "ffprobe failed", path)
-        return json.loads(proc.stdout or "{}")
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", path],
-                          capture_output=True, text=True)
-    parsed = parse_ffmpeg_header(proc.stderr)
-    if parsed is None and "Invalid data" in proc.stderr:
-        raise DecodeError(_last_line(proc.stderr), path)
-    return parsed
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
-
-
-def probe(path: str | os.PathLike) -> VideoInfo:
-    """Probe ``path``; raise DecodeError for empty, non-video or audio-only files."""
-    path = os.fspath(path)
-    if os.path.getsize(path) == 0:
-        raise DecodeError("empty file (0 bytes)", path)
-    data = _run_probe(path) or {}
-    streams = [s for s in data.get("streams", []) if s.get("codec_type", "video") == "video"
-               and s.get("width")]
-    if not streams:
-        raise DecodeError("no video stream (audio-only or not a video)", path)
-    info = _from_stream(streams[0], data.get("format") or {})
-    if info.fps <= 0:
-        raise DecodeError("video stream has no usable frame rate", path)
-    return info

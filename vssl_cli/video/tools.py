@@ -1,8 +1,7 @@
-"""Find the ffmpeg and ffprobe executables.
+"""Find the ffmpeg executable.
 
-Order: ``$VSSL_FFMPEG`` (and ``$VSSL_FFPROBE``), then ``PATH``, then the static binary that
-the ``imageio-ffmpeg`` wheel ships, so ``pip install vssl`` alone gives a working tool.
-That binary has no ffprobe; probing then falls back to parsing ``ffmpeg -i`` output.
+Order: ``$VSSL_FFMPEG``, then ``PATH``, then the static binary that the ``imageio-ffmpeg``
+wheel ships, so ``pip install vssl`` alone gives a working tool.
 """
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import shutil
 from vssl_cli.errors import VsslError
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ffmpeg_exe() -> str:
     explicit = os.environ.get("VSSL_FFMPEG")
     if explicit:
@@ -29,15 +28,3 @@ def ffmpeg_exe() -> str:
     except (ImportError, RuntimeError):
         raise VsslError("ffmpeg not found: install it (e.g. apt-get install ffmpeg) "
                         "or pip install imageio-ffmpeg") from None
-
-
-@functools.lru_cache(maxsize=None)
-def ffprobe_exe() -> str | None:
-    """ffprobe next to the chosen ffmpeg, or on PATH; None when only ffmpeg exists."""
-    explicit = os.environ.get("VSSL_FFPROBE")
-    if explicit is not None:
-        return shutil.which(explicit) if explicit else None
-    sibling = os.path.join(os.path.dirname(ffmpeg_exe()), "ffprobe")
-    if os.access(sibling, os.X_OK):
-        return sibling
-    return shutil.which("ffprobe")
