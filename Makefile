@@ -4,12 +4,15 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo
 PYTEST_ARGS ?= -m "not slow"
+# The CPU build (a small wheel); on a CUDA host use e.g. `make install TORCH=torch`.
+TORCH  ?= torch==2.13.0
 
 .PHONY: install test test-all demo man bench clean
 
 $(BIN)/vssl: setup.py $(wildcard vssl_cli/*.py vssl_cli/*/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q '$(TORCH)'
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 

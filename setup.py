@@ -24,6 +24,7 @@ setup(
         "tqdm>=4.64",
         "rich>=13",
         "fsspec>=2023.1",
+        "torch>=2.1",              # CPU or CUDA build: whichever the host installed
     ],
     extras_require={
         "test": ["pytest>=7.4", "hypothesis>=6.80"],
