@@ -1,0 +1,1 @@
+"""Clip samplers, augmentations and datasets over frame stores."""

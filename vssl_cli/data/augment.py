@@ -1,0 +1,192 @@
+"""Batched, temporally consistent clip augmentations that report their parameters.
+
+Everything runs as tensor ops on whatever device the clips live on (the training GPU),
+one call per batch. Each clip gets its own random crop box, flip, colour jitter, grayscale
+and blur, applied identically to all of its frames (temporal consistency, as CVRL
+requires). The sampled parameters come back with the tensors because some losses need
+them: the controllable-augmentation region contrast maps local crops into the global crop.
+
+Clips are (B, C, T, H, W), uint8 or float in [0, 1]; output is float, normalised.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclasses.dataclass(frozen=True)
+class AugConfig:
+    size: int = 112
+    scale: tuple[float, float] = (0.3, 1.0)       # crop area share (CVRL: 0.3-1)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    gray_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+
+
+@dataclasses.dataclass
+class AugParams:
+    """Per-clip parameters, each a tensor with batch dimension first."""
+    boxes: torch.Tensor        # (B, 4) x0, y0, x1, y1 as fractions of the input frame
+    flip: torch.Tensor         # (B,) bool, horizontal
+    brightness: torch.Tensor   # (B,) multiplicative, 1 = unchanged
+    contrast: torch.Tensor     # (B,)
+    saturation: torch.Tensor   # (B,)
+    hue: torch.Tensor          # (B,) shift in turns, 0 = unchanged
+    gray: torch.Tensor         # (B,) bool
+    blur_sigma: torch.Tensor   # (B,) pixels of the output, 0 = no blur
+
+    @classmethod
+    def identity(cls, batch: int, device=None) -> "AugParams":
+        ones, zeros = torch.ones(batch, device=device), torch.zeros(batch, device=device)
+        return cls(torch.tensor([[0.0, 0.0, 1.0, 1.0]], device=device).repeat(batch, 1),
+                   zeros.bool(), ones, ones.clone(), ones.clone(), zeros, zeros.bool(),
+                   zeros.clone())
+
+
+def _uniform(n, lo, hi, gen, device):
+    return lo + (hi - lo) * torch.rand(n, generator=gen, device=device)
+
+
+def sample_boxes(n: int, aspect: float, scale, ratio, gen=None, device=None) -> torch.Tensor:
+    """Random-resized-crop boxes (fractions) for frames of width/height ``aspect``.
+
+    Area share from ``scale`` and width/height ratio (log-uniform) from ``ratio``; boxes
+    that would not fit are shrunk to fit, so every box lies inside the frame.
+    """
+    area = _uniform(n, *scale, gen, device)
+    log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), gen, device)
+    r = torch.exp(log_r) / aspect          # ratio in fraction units
+    w = torch.sqrt(area * r).clamp(max=1.0)
+    h = torch.sqrt(area / r).clamp(max=1.0)
+    x0 = torch.rand(n, generator=gen, device=device) * (1 - w)
+    y0 = torch.rand(n, generator=gen, device=device) * (1 - h)
+    return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
+
+
+def sample_params(batch: int, frame_hw: tuple[int, int], cfg: AugConfig,
+                  gen: torch.Generator | None = None, device=None) -> AugParams:
+    def coin(p):
+        return torch.rand(batch, generator=gen, device=device) < p
+
+    def factor(strength):
+        return _uniform(batch, max(0.0, 1 - strength), 1 + strength, gen, device)
+
+    jitter = coin(cfg.jitter_p)
+    one = torch.ones(batch, device=device)
+    blur = coin(cfg.blur_p)
+    return AugParams(
+        boxes=sample_boxes(batch, frame_hw[1] / frame_hw[0], cfg.scale, cfg.ratio, gen, device),
+        flip=coin(cfg.flip_p),
+        brightness=torch.where(jitter, factor(cfg.brightness), one),
+        contrast=torch.where(jitter, factor(cfg.contrast), one),
+        saturation=torch.where(jitter, factor(cfg.saturation), one),
+        hue=torch.where(jitter, _uniform(batch, -cfg.hue, cfg.hue, gen, device), 0 * one),
+        gray=coin(cfg.gray_p),
+        blur_sigma=torch.where(blur, _uniform(batch, *cfg.blur_sigma, gen, device), 0 * one))
+
+
+def crop_resize(clips: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor,
+                size: int | tuple[int, int]) -> torch.Tensor:
+    """Crop each clip to its box (and mirror it), resized to ``size``, one grid_sample."""
+    b, c, t, h, w = clips.shape
+    out_h, out_w = (size, size) if isinstance(size, int) else size
+    x0, y0, x1, y1 = boxes.unbind(1)
+    sx = (x1 - x0) * torch.where(flip, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=clips.device, dtype=clips.dtype)
+    theta[:, 0, 0], theta[:, 0, 2] = sx, x0 + x1 - 1
+    theta[:, 1, 1], theta[:, 1, 2] = y1 - y0, y0 + y1 - 1
+    grid = F.affine_grid(theta, (b, c * t, out_h, out_w), align_corners=False)
+    flat = clips.reshape(b, c * t, h, w)
+    return F.grid_sample(flat, grid, mode="bilinear", padding_mode="border",
+                         align_corners=False).reshape(b, c, t, out_h, out_w)
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+
+
+def _per_clip(v: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, 1, 1, 1, 1)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(1)
+    minc, _ = x.min(1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h = torch.where(maxc == r, ((g - b) / safe) % 6,
+                    torch.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4)) / 6
+    h = torch.where(delta > 0, h, torch.zeros_like(h))
+    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)),
+                    torch.zeros_like(maxc))
+    return torch.stack([h % 1.0, s, maxc], 1)
+
+
+def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x.unbind(1)
+    k = torch.stack([(5 + h * 6) % 6, (3 + h * 6) % 6, (1 + h * 6) % 6], 1)
+    return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+
+
+def colour(x: torch.Tensor, p: AugParams) -> torch.Tensor:
+    """Brightness, contrast, saturation, hue (fixed order), then grayscale; x in [0, 1]."""
+    x = (x * _per_clip(p.brightness)).clamp(0, 1)
+    mean = _luma(x).mean(dim=(2, 3, 4), keepdim=True)
+    x = ((x - mean) * _per_clip(p.contrast) + mean).clamp(0, 1)
+    gray = _luma(x)
+    x = ((x - gray) * _per_clip(p.saturation) + gray).clamp(0, 1)
+    if bool((p.hue != 0).any()):
+        hsv = rgb_to_hsv(x)
+        hsv = torch.cat([(hsv[:, :1] + _per_clip(p.hue)) % 1.0, hsv[:, 1:]], 1)
+        x = hsv_to_rgb(hsv).clamp(0, 1)
+    return torch.where(_per_clip(p.gray), _luma(x).expand_as(x), x)
+
+
+def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with a sigma per clip (0 leaves a clip unchanged)."""
+    if not bool((sigma > 0).any()):
+        return x
+    b, c, t, h, w = x.shape
+    radius = int(math.ceil(3 * float(sigma.max())))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    s = sigma.clamp(min=1e-3).to(x.dtype).view(-1, 1)
+    kernel = torch.exp(-0.5 * (offsets / s) ** 2)
+    kernel = torch.where(sigma.view(-1, 1) > 0, kernel, (offsets == 0).to(x.dtype))
+    kernel = kernel / kernel.sum(1, keepdim=True)                  # (B, K)
+    weights = kernel.repeat_interleave(c * t, dim=0)               # (B*C*T, K)
+    flat = x.reshape(1, b * c * t, h, w)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"),
+                    weights.view(-1, 1, 1, 2 * radius + 1), groups=b * c * t)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"),
+                    weights.view(-1, 1, 2 * radius + 1, 1), groups=b * c * t)
+    return flat.reshape(b, c, t, h, w)
+
+
+def apply(clips: torch.Tensor, params: AugParams, cfg: AugConfig) -> torch.Tensor:
+    x = clips.float() / 255 if clips.dtype == torch.uint8 else clips.float()
+    x = crop_resize(x, params.boxes, params.flip, cfg.size)
+    x = blur(colour(x, params), params.blur_sigma)
+    mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1, 1)
+    return (x - mean) / std
+
+
+def augment(clips: torch.Tensor, cfg: AugConfig, gen: torch.Generator | None = None
+            ) -> tuple[torch.Tensor, AugParams]:
+    """Sample parameters for every clip of the batch and apply them."""
+    params = sample_params(clips.shape[0], clips.shape[-2:], cfg, gen, clips.device)
+    return apply(clips, params, cfg), params
