@@ -137,3 +137,63 @@ def test_sampled_params_follow_probabilities():
     jittered = (p.brightness != 1).float().mean().item()
     assert math.isclose(jittered, 0.8, abs_tol=0.03)
     assert ((p.blur_sigma == 0) | ((p.blur_sigma >= 0.1) & (p.blur_sigma <= 2))).all()
+
+
+@pytest.fixture(scope="module")
+def mixed_store(tmp_path_factory):
+    """A Zarr store whose videos have two different frame sizes."""
+    from conftest import make_video
+    from vssl_cli.extract import ExtractConfig, extract
+    from vssl_cli.video.datasets import IndexOptions
+    from vssl_cli.video.decode import DecodeParams
+    root = tmp_path_factory.mktemp("mixed")
+    for cls, size in (("wide", "64x32"), ("square", "32x32")):
+        for i in range(3):
+            make_video(root / "src" / cls / f"{i}.mp4", frames=20, size=size, source="testsrc2")
+    out = str(root / "f.zarr")
+    extract([str(root / "src")], out, ExtractConfig(decode=DecodeParams(short_side=None),
+                                                    index=IndexOptions(test_fraction=0)))
+    return out
+
+
+def two_clips(n, rng):
+    return [random_clip(n, 4, 2, rng), random_clip(n, 4, 1, rng)]
+
+
+def test_dataset_items_are_the_stored_frames(mixed_store):
+    from vssl_cli.data.dataset import ClipDataset
+    from vssl_cli.store import open_store
+    ds = ClipDataset(mixed_store, two_clips, split="train", seed=1)
+    assert len(ds) == 6 and ds.classes == ["square", "wide"]
+    store = open_store(mixed_store)
+    for i in range(len(ds)):
+        item = ds[i]
+        for clip, idx in zip(item["clips"], item["indices"]):
+            expect = torch.from_numpy(store.read(ds.videos[i]["id"], idx)).permute(3, 0, 1, 2)
+            assert torch.equal(clip, expect)
+        assert ds.classes[item["label"]] == ds.videos[i]["label"]
+
+
+def test_loader_batches_pad_and_do_not_depend_on_workers(mixed_store):
+    from torch.utils.data import DataLoader
+
+    from vssl_cli.data.dataset import ClipDataset, collate_clips
+    ds = ClipDataset(mixed_store, two_clips, seed=2)
+    batches = {}
+    for workers in (0, 2):
+        loader = DataLoader(ds, batch_size=6, num_workers=workers, collate_fn=collate_clips)
+        batches[workers] = next(iter(loader))
+    a, b = batches[0], batches[2]
+    assert all(torch.equal(x, y) for x, y in zip(a["clips"], b["clips"]))
+    assert a["clips"][0].shape == (6, 3, 4, 32, 64)
+    assert sorted(a["valid_hw"].tolist()) == [[32, 32]] * 3 + [[32, 64]] * 3
+    square = a["valid_hw"][:, 1] == 32
+    assert (a["clips"][0][square][..., 32:] == 0).all()   # padding, never real pixels
+    cfg = AugConfig(size=16, scale=(0.9, 1.0), mean=(0, 0, 0), std=(1, 1, 1), jitter_p=0,
+                    gray_p=0, blur_p=0)
+    out, params = augment(a["clips"][0], cfg, torch.Generator().manual_seed(0), a["valid_hw"])
+    assert (params.boxes[:, 2:] <= 1 + 1e-6).all()
+    # Cropping the padded batch equals cropping the unpadded clips with the same parameters.
+    sub = AugParams(**{k: v[square] for k, v in params.__dict__.items()})
+    unpadded = apply(a["clips"][0][square][..., :32], sub, cfg)
+    assert torch.allclose(out[square], unpadded, atol=1e-5)

@@ -59,8 +59,10 @@ def _uniform(n, lo, hi, gen, device):
     return lo + (hi - lo) * torch.rand(n, generator=gen, device=device)
 
 
-def sample_boxes(n: int, aspect: float, scale, ratio, gen=None, device=None) -> torch.Tensor:
-    """Random-resized-crop boxes (fractions) for frames of width/height ``aspect``.
+def sample_boxes(n: int, aspect: float | torch.Tensor, scale, ratio, gen=None,
+                 device=None) -> torch.Tensor:
+    """Random-resized-crop boxes (fractions) for frames of width/height ``aspect`` (one
+    value, or one per clip).
 
     Area share from ``scale`` and width/height ratio (log-uniform) from ``ratio``; boxes
     that would not fit are shrunk to fit, so every box lies inside the frame.
@@ -75,8 +77,9 @@ def sample_boxes(n: int, aspect: float, scale, ratio, gen=None, device=None) -> 
     return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
 
 
-def sample_params(batch: int, frame_hw: tuple[int, int], cfg: AugConfig,
+def sample_params(batch: int, frame_hw, cfg: AugConfig,
                   gen: torch.Generator | None = None, device=None) -> AugParams:
+    """``frame_hw``: (H, W) of all clips, or a (B, 2) tensor of each clip's valid size."""
     def coin(p):
         return torch.rand(batch, generator=gen, device=device) < p
 
@@ -87,7 +90,7 @@ def sample_params(batch: int, frame_hw: tuple[int, int], cfg: AugConfig,
     one = torch.ones(batch, device=device)
     blur = coin(cfg.blur_p)
     return AugParams(
-        boxes=sample_boxes(batch, frame_hw[1] / frame_hw[0], cfg.scale, cfg.ratio, gen, device),
+        boxes=sample_boxes(batch, _aspect(frame_hw, device), cfg.scale, cfg.ratio, gen, device),
         flip=coin(cfg.flip_p),
         brightness=torch.where(jitter, factor(cfg.brightness), one),
         contrast=torch.where(jitter, factor(cfg.contrast), one),
@@ -95,6 +98,19 @@ def sample_params(batch: int, frame_hw: tuple[int, int], cfg: AugConfig,
         hue=torch.where(jitter, _uniform(batch, -cfg.hue, cfg.hue, gen, device), 0 * one),
         gray=coin(cfg.gray_p),
         blur_sigma=torch.where(blur, _uniform(batch, *cfg.blur_sigma, gen, device), 0 * one))
+
+
+def _aspect(frame_hw, device) -> float | torch.Tensor:
+    if isinstance(frame_hw, torch.Tensor) and frame_hw.dim() == 2:
+        return (frame_hw[:, 1] / frame_hw[:, 0]).float().to(device)
+    return frame_hw[1] / frame_hw[0]
+
+
+def in_padded_frame(boxes: torch.Tensor, valid_hw: torch.Tensor, padded_hw) -> torch.Tensor:
+    """Boxes given as fractions of each clip's valid region, as fractions of the padded
+    frame (collate_clips pads bottom and right)."""
+    scale = torch.stack([valid_hw[:, 1] / padded_hw[1], valid_hw[:, 0] / padded_hw[0]], 1)
+    return boxes * scale.repeat(1, 2).to(boxes)
 
 
 def crop_resize(clips: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor,
@@ -176,17 +192,23 @@ def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return flat.reshape(b, c, t, h, w)
 
 
-def apply(clips: torch.Tensor, params: AugParams, cfg: AugConfig) -> torch.Tensor:
+def apply(clips: torch.Tensor, params: AugParams, cfg: AugConfig,
+          valid_hw: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply ``params``; with ``valid_hw`` (B, 2) boxes are relative to each clip's valid
+    region of a padded batch."""
     x = clips.float() / 255 if clips.dtype == torch.uint8 else clips.float()
-    x = crop_resize(x, params.boxes, params.flip, cfg.size)
+    boxes = params.boxes if valid_hw is None else in_padded_frame(params.boxes, valid_hw,
+                                                                   x.shape[-2:])
+    x = crop_resize(x, boxes, params.flip, cfg.size)
     x = blur(colour(x, params), params.blur_sigma)
     mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
     std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1, 1)
     return (x - mean) / std
 
 
-def augment(clips: torch.Tensor, cfg: AugConfig, gen: torch.Generator | None = None
-            ) -> tuple[torch.Tensor, AugParams]:
+def augment(clips: torch.Tensor, cfg: AugConfig, gen: torch.Generator | None = None,
+            valid_hw: torch.Tensor | None = None) -> tuple[torch.Tensor, AugParams]:
     """Sample parameters for every clip of the batch and apply them."""
-    params = sample_params(clips.shape[0], clips.shape[-2:], cfg, gen, clips.device)
-    return apply(clips, params, cfg), params
+    frame_hw = clips.shape[-2:] if valid_hw is None else valid_hw
+    params = sample_params(clips.shape[0], frame_hw, cfg, gen, clips.device)
+    return apply(clips, params, cfg, valid_hw), params

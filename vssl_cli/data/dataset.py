@@ -1,0 +1,71 @@
+"""A torch Dataset over a frame store: each item is the raw clips one method asks for.
+
+Workers only read: a ``views`` function (a method's sampler) turns a video's length and a
+per-item random generator into frame-index arrays, the union of those frames is read with
+one store call, and the uint8 clips go back as tensors. Augmentation happens later, batched
+on the training device. Item randomness is seeded by (seed, epoch, item), so results do
+not depend on how many workers there are or which one read the item.
+Videos in one store may differ in size (aspect ratios); ``collate_clips`` pads them to a
+common size and reports each clip's valid region so crops stay inside the real pixels.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vssl_cli.store import open_store
+
+Views = Callable[[int, np.random.Generator], list[np.ndarray]]
+
+
+class ClipDataset(Dataset):
+    def __init__(self, store_path: str, views: Views, split: str | None = None, seed: int = 0):
+        self.store = open_store(store_path)
+        self.videos = self.store.split(split)
+        self.classes = self.store.classes
+        self.views, self.seed, self.epoch = views, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def label(self, i: int) -> int:
+        label = self.videos[i].get("label")
+        return self.classes.index(label) if label in self.classes else -1
+
+    def __getitem__(self, i: int) -> dict:
+        record = self.videos[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        views = [np.asarray(v, dtype=np.int64) for v in self.views(int(record["frames"]), rng)]
+        wanted = np.unique(np.concatenate(views))
+        frames = torch.from_numpy(self.store.read(record["id"], wanted))   # (N, H, W, 3)
+        clips = [frames[np.searchsorted(wanted, v)].permute(3, 0, 1, 2) for v in views]
+        return {"clips": clips, "indices": views, "label": self.label(i), "index": i}
+
+
+def collate_clips(batch: list[dict]) -> dict:
+    """Stack each view over the batch, zero-padding frames to the largest H and W.
+
+    Returns clips (a list, one (B, 3, T, H, W) uint8 tensor per view), valid_hw (B, 2),
+    labels (B,), index (B,), and indices (a list, one (B, T) tensor per view).
+    """
+    n_views = len(batch[0]["clips"])
+    hw = torch.tensor([item["clips"][0].shape[-2:] for item in batch])
+    height, width = (int(v) for v in hw.max(0).values)
+    views = []
+    for k in range(n_views):
+        clips = [item["clips"][k] for item in batch]
+        out = torch.zeros((len(batch), 3, clips[0].shape[1], height, width), dtype=torch.uint8)
+        for b, clip in enumerate(clips):
+            out[b, :, :, : clip.shape[-2], : clip.shape[-1]] = clip
+        views.append(out)
+    return {"clips": views, "valid_hw": hw,
+            "labels": torch.tensor([item["label"] for item in batch]),
+            "index": torch.tensor([item["index"] for item in batch]),
+            "indices": [torch.from_numpy(np.stack([item["indices"][k] for item in batch]))
+                        for k in range(n_views)]}
