@@ -6,10 +6,9 @@ output is a feature map per stage plus a pooled vector like the ResNets'.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from vssl_cli.models.resnet import STAGES
+from vssl_cli.models.resnet import STAGES, StagedBackbone
 
 
 def _conv(cin: int, cout: int) -> list[nn.Module]:
@@ -17,7 +16,7 @@ def _conv(cin: int, cout: int) -> list[nn.Module]:
             nn.ReLU(inplace=True)]
 
 
-class C3D(nn.Module):
+class C3D(StagedBackbone):
     def __init__(self, width: float = 1.0, temporal_strides=(1, 2, 2, 2)):
         super().__init__()
         c = [max(4, int(round(n * width))) for n in (64, 128, 256, 512)]
@@ -34,12 +33,3 @@ class C3D(nn.Module):
         ])
         self.stage_dims = dict(zip(STAGES, (c[1], c[2], c[3], c[3])))
         self.out_dim = c[3]
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = {}
-        x = self.stem(x)
-        for name, stage in zip(STAGES, self.stages):
-            x = stage(x)
-            feats[name] = x
-        feats["pooled"] = x.mean(dim=(2, 3, 4))
-        return feats

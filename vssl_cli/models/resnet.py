@@ -120,8 +120,24 @@ def _stem(kind: str, width: int) -> nn.Sequential:
         nn.MaxPool3d((pool_t, 3, 3), (1 if pool_t == 1 else 2, 2, 2), (pool_t // 2, 1, 1)))
 
 
-class ResNet(nn.Module):
-    """A ResNet backbone returning {res2..res5: (B, C, T', H', W'), pooled: (B, C)}."""
+class StagedBackbone(nn.Module):
+    """A stem then four stages; returns {res2..res5: (B, C, T', H', W'), pooled: (B, C)}.
+
+    Subclasses build ``stem``, ``stages`` (4 modules), ``stage_dims`` and ``out_dim``.
+    """
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = {}
+        x = self.stem(x)
+        for name, stage in zip(STAGES, self.stages):
+            x = stage(x)
+            feats[name] = x
+        feats["pooled"] = x.mean(dim=(2, 3, 4))
+        return feats
+
+
+class ResNet(StagedBackbone):
+    """A ResNet backbone (see the module docstring for the variants)."""
 
     def __init__(self, spec: ResNetSpec, width: float = 1.0,
                  temporal_strides: tuple[int, int, int, int] | None = None):
@@ -157,12 +173,3 @@ class ResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm3d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = {}
-        x = self.stem(x)
-        for name, stage in zip(STAGES, self.stages):
-            x = stage(x)
-            feats[name] = x
-        feats["pooled"] = x.mean(dim=(2, 3, 4))
-        return feats
