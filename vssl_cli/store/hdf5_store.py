@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 
 import h5py
 
@@ -147,5 +148,8 @@ def _repack_if_wasteful(path: str) -> None:
         used = sum(ds.id.get_storage_size() for ds in f["videos"].values())
     if used < 0.75 * os.path.getsize(path):
         tmp = f"{path}.repack"
-        if os.system(f"h5repack '{path}' '{tmp}' >/dev/null 2>&1") == 0:
+        done = subprocess.run(["h5repack", path, tmp], capture_output=True).returncode == 0
+        if done:
             os.replace(tmp, path)
+        elif os.path.exists(tmp):
+            os.unlink(tmp)
