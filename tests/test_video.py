@@ -8,7 +8,7 @@ from conftest import make_video
 from vssl_cli.errors import DecodeError
 from vssl_cli.video import tools
 from vssl_cli.video.decode import DecodeParams, FrameDecoder, decode_all
-from vssl_cli.video.probe import parse_ffmpeg_header
+from vssl_cli.video.probe import info_from_header
 
 
 def test_header_info_and_native_decode(tmp_path):
@@ -95,13 +95,12 @@ HEADER = """Input #0, mov,mp4,m4a,3gp,3g2,mj2, from 'x.mp4':
 """
 
 
-def test_fallback_header_parser():
-    parsed = parse_ffmpeg_header(HEADER)
-    stream = parsed["streams"][0]
-    assert (stream["width"], stream["height"], stream["avg_frame_rate"]) == ("320", "240", "29.97")
-    assert parsed["format"]["duration"] == pytest.approx(2.5)
-    assert stream["tags"]["rotate"] == "-90.00"
-    assert parse_ffmpeg_header("Input #0, wav\n  Stream #0:0: Audio: pcm_s16le") is None
+def test_header_parser():
+    info = info_from_header(HEADER)
+    # A -90 degree display matrix: shown as 240x320, rotated 270 degrees.
+    assert (info.width, info.height, info.fps, info.rotation) == (240, 320, 29.97, 270)
+    assert info.duration == pytest.approx(2.5) and info.codec == "h264"
+    assert info_from_header("Input #0, wav\n  Stream #0:0: Audio: pcm_s16le") is None
 
 
 def test_bundled_static_ffmpeg_works(tmp_path, monkeypatch):

@@ -258,10 +258,10 @@ def _extract_in_worker(entry: VideoEntry, params: DecodeParams, params_id: str,
 class _Run:
     """One extraction run over a writer: what to keep, what to decode, checkpoints."""
 
-    def __init__(self, index: DatasetIndex, sources, output, writer: StoreWriter,
+    def __init__(self, index: DatasetIndex, sources, writer: StoreWriter,
                  cfg: ExtractConfig, config: dict, params_id: str, previous_manifest: dict | None,
                  prune: bool, retry_errors: bool):
-        self.index, self.sources, self.output, self.writer = index, sources, output, writer
+        self.index, self.sources, self.writer = index, sources, writer
         self.cfg, self.config, self.params_id = cfg, config, params_id
         self.started = time.monotonic()
         self.previous_manifest = previous_manifest
@@ -360,8 +360,7 @@ class _Run:
 
 def _run(index, sources, output, writer, cfg, config, params_id, workers, previous, prune,
          retry_errors, on_plan, on_video) -> ExtractResult:
-    run = _Run(index, sources, output, writer, cfg, config, params_id, previous, prune,
-               retry_errors)
+    run = _Run(index, sources, writer, cfg, config, params_id, previous, prune, retry_errors)
     if run.up_to_date():
         return ExtractResult(output, run.previous_manifest, built=False)
     run.decode_pending(max(1, workers), on_plan, on_video)
