@@ -69,3 +69,21 @@ def videos_table(path) -> dict[str, dict]:
 
 def read_json(path):
     return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_frames(synth_dir, tmp_path_factory):
+    """The synth dataset extracted to a Zarr frame store (20 train, 10 test videos)."""
+    out = tmp_path_factory.mktemp("frames") / "frames.zarr"
+    run_vssl("-q", "extract", synth_dir, "-o", out, "-j", "2", check=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def random_run(tiny_frames, tmp_path_factory):
+    """A model artifact with a randomly initialised tiny encoder (zero training steps)."""
+    out = tmp_path_factory.mktemp("runs") / "random"
+    run_vssl("-q", "pretrain", tiny_frames, "-o", out, "--backbone", "r3d18-tiny", "--epochs", "0",
+             "--batch-size", "4", "-j", "0", "--set", "aug.size=32", "--set", "clip_len=4",
+             "--set", "stride=2", check=0)
+    return out

@@ -29,15 +29,23 @@ def cli(verbose, quiet):
     the path from standard input. Shell completion: eval "$(_VSSL_COMPLETE=bash_source vssl)".
     """
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="vssl: %(message)s", stream=sys.stderr, force=True)
+    logging.basicConfig(level=logging.WARNING, format="vssl: %(message)s", stream=sys.stderr,
+                        force=True)
+    logging.getLogger("vssl").setLevel(level)
 
 
 def _register():
+    from vssl_cli.cli.export import export_command
     from vssl_cli.cli.extract import extract_command
+    from vssl_cli.cli.finetune import finetune_command
     from vssl_cli.cli.inspect import inspect_command
-    from vssl_cli.cli.pending import COMMANDS
+    from vssl_cli.cli.pretrain import pretrain_command
+    from vssl_cli.cli.probe import probe_command
+    from vssl_cli.cli.retrieve import retrieve_command
     from vssl_cli.cli.synth import synth_command
-    for command in (extract_command, synth_command, inspect_command, *COMMANDS):
+    for command in (extract_command, synth_command, inspect_command, pretrain_command,
+                    probe_command, retrieve_command,
+                    finetune_command, export_command):
         cli.add_command(command)
 
 

@@ -16,15 +16,30 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vssl_cli.errors import VsslError
 from vssl_cli.store import open_store
 
 Views = Callable[[int, np.random.Generator], list[np.ndarray]]
 
 
+def resolve_split(videos: list[dict], split: str | None) -> str | None:
+    """``auto``: the train split when the store has splits, else every video; ``all``: every
+    video."""
+    if split == "auto":
+        return "train" if any(r.get("split") == "train" for r in videos) else None
+    return None if split in (None, "all") else split
+
+
 class ClipDataset(Dataset):
-    def __init__(self, store_path: str, views: Views, split: str | None = None, seed: int = 0):
+    def __init__(self, store_path: str, views: Views, split: str | None = None, seed: int = 0,
+                 ids: list[str] | None = None):
         self.store = open_store(store_path)
-        self.videos = self.store.split(split)
+        self.videos = self.store.split(resolve_split(self.store.videos, split))
+        if ids is not None:
+            wanted = set(ids)
+            self.videos = [r for r in self.videos if r["id"] in wanted]
+        if not self.videos:
+            raise VsslError(f"no usable videos in split {split!r}", store_path)
         self.classes = self.store.classes
         self.views, self.seed, self.epoch = views, seed, 0
 
@@ -38,9 +53,11 @@ class ClipDataset(Dataset):
         label = self.videos[i].get("label")
         return self.classes.index(label) if label in self.classes else -1
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        """``key`` is an item index, or (epoch, item) from ``EpochBatches``."""
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         record = self.videos[i]
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        rng = np.random.default_rng([self.seed, epoch, i])
         views = [np.asarray(v, dtype=np.int64) for v in self.views(int(record["frames"]), rng)]
         wanted = np.unique(np.concatenate(views))
         frames = torch.from_numpy(self.store.read(record["id"], wanted))   # (N, H, W, 3)

@@ -16,7 +16,8 @@ from pathlib import Path
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
-from vssl_cli.artifacts import MANIFEST_NAME, parse_manifest, replace_path, write_json_atomic
+from vssl_cli.artifacts import (MANIFEST_NAME, parse_manifest, replace_path, umask,
+                                write_json_atomic)
 from vssl_cli.errors import VsslError
 from vssl_cli.store.base import FrameStore, StoreWriter, VideoSink
 
@@ -101,6 +102,7 @@ class ZarrStoreWriter(StoreWriter):
             final.parent.mkdir(parents=True, exist_ok=True)
             self.path = tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial",
                                          dir=final.parent)
+            os.chmod(self.path, 0o777 & ~umask())
         root = zarr.open_group(self.path, mode="a")
         root.require_group("videos")
         shutil.rmtree(Path(self.path) / "incoming", ignore_errors=True)

@@ -1,0 +1,84 @@
+"""`vssl retrieve`: nearest-neighbour video retrieval with a frozen encoder."""
+from __future__ import annotations
+
+import json
+
+import click
+import numpy as np
+
+from vssl_cli.cli.common import emit, log, progress_bar
+from vssl_cli.cli.evaluation import eval_options, setup
+
+FEATURES = "features.npz"
+
+
+@click.command("retrieve")
+@eval_options("retrieve")
+@click.option("--query", "queries", multiple=True, metavar="VIDEO",
+              help="Print the nearest gallery videos to VIDEO (a video id in --data or a "
+                   "video file) as JSON lines instead of the artifact path. Repeatable.")
+@click.option("--top", type=click.IntRange(1), default=10, show_default=True,
+              help="Neighbours printed per --query.")
+def retrieve_command(run, frames, output, clips, clip_len, stride, train_split, test_split,
+                     batch_size, workers, device, force, as_json, queries, top):
+    """Retrieve train videos (gallery) for each test video (query) of --data by cosine
+    similarity of RUN's features; report R@1/5/10/20 and print the evaluation directory.
+
+    A video's feature is the mean over --clips uniformly spaced clips (R@k is also
+    reported for the middle clip alone). The gallery and query features are kept in
+    features.npz, so --query reuses them.
+    """
+    from vssl_cli.evaluate.artifact import inputs_for, write_eval
+    from vssl_cli.evaluate.features import split_features
+    from vssl_cli.evaluate.retrieval import KS, nearest, recall_at
+    model, frames_m, out, dev, amp = setup(run, frames, output, "retrieve", device)
+    config = {"task": "retrieval", "clips": clips,
+              "clip_len": clip_len or model.spec["clip_len"],
+              "stride": stride or model.spec["stride"], "train_split": train_split,
+              "test_split": test_split, "metric": "cosine"}
+
+    def compute(tmp):
+        encoder = model.encoder()
+        feats = {}
+        for split in (train_split, test_split):
+            with progress_bar(0, f"features {split}") as bar:
+                feats[split] = split_features(encoder, model.spec, frames, split, clips, dev,
+                                              batch_size, workers, bar, config["clip_len"],
+                                              config["stride"], amp)
+        gallery, query = feats[train_split], feats[test_split]
+        metrics = {"gallery_videos": len(gallery.ids), "query_videos": len(query.ids),
+                   "clips": clips}
+        for name, n in ((f"{clips}clip", None), ("1clip", 1)):
+            _, idx = nearest(query.mean(n), gallery.mean(n), max(KS), device=dev)
+            metrics[name] = recall_at(query.labels, gallery.labels, idx)
+        metrics.update(metrics[f"{clips}clip"])
+        np.savez(tmp / FEATURES, gallery_ids=np.array(gallery.ids),
+                 gallery_labels=gallery.labels, gallery=gallery.mean(),
+                 query_ids=np.array(query.ids), query_labels=query.labels,
+                 query=query.mean())
+        return metrics
+
+    manifest, built = write_eval(out, config, inputs_for(model, frames, frames_m), compute,
+                                 force, str(dev))
+    m = manifest["metrics"]
+    log.info("retrieval (%d clips): %s", clips,
+             ", ".join(f"{k} {m[k]:.3f}" for k in ("R@1", "R@5", "R@10", "R@20") if k in m))
+    if not queries:
+        emit(out, manifest, as_json)
+        return
+    from vssl_cli.evaluate.query import embed_query
+    saved = np.load(f"{out}/{FEATURES}")
+    classes = frames_m["outputs"].get("classes", [])
+    for q in queries:
+        vector = embed_query(q, model, frames, frames_m, saved, config, dev)
+        scores, idx = nearest(vector[None], saved["gallery"], top, device=dev)
+        hits = [{"id": str(saved["gallery_ids"][i]), "score": round(float(s), 4),
+                 "label": _label(classes, int(saved["gallery_labels"][i]))}
+                for s, i in zip(scores[0], idx[0])]
+        click.echo(json.dumps({"query": q, "neighbours": hits}))
+
+
+def _label(classes: list[str], index: int) -> str | None:
+    if index < 0 or index >= len(classes):
+        return None
+    return classes[index]

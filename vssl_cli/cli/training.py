@@ -1,0 +1,75 @@
+"""Options shared by the training commands (pretrain, finetune) and their resolution.
+
+Every option's default is the engine's (``TrainConfig``), shown in --help. Only options
+given on the command line override a recipe; ``--set`` overrides everything.
+"""
+from __future__ import annotations
+
+import click
+from click.core import ParameterSource
+
+from vssl_cli.engine.config import AMP_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
+
+D = TrainConfig()
+
+# (option name, config key, click kwargs)
+TRAIN_OPTIONS = [
+    ("--epochs", "epochs", dict(type=click.IntRange(0), help="Passes over the training videos.")),
+    ("--max-steps", "max_steps", dict(type=click.IntRange(0),
+                                      help="Stop after this many steps (0: --epochs decides).")),
+    ("--batch-size", "batch_size", dict(type=click.IntRange(2),
+                                        help="Videos per step, over all processes.")),
+    ("--optimizer", "optimizer", dict(type=click.Choice(OPTIMIZERS), help="Optimiser.")),
+    ("--lr", "lr", dict(type=float, help="Peak learning rate.")),
+    ("--weight-decay", "weight_decay", dict(type=float, help="Weight decay (not on BN/bias).")),
+    ("--schedule", "schedule", dict(type=click.Choice(SCHEDULES), help="Learning-rate schedule.")),
+    ("--warmup-epochs", "warmup_epochs", dict(type=float, help="Linear warm-up length.")),
+    ("--clip-grad", "clip_grad", dict(type=float, help="Max gradient norm (0: off).")),
+    ("--split", "split", dict(help="Store split to train on: auto (train if the store has "
+                                   "splits, else all), all, train, test, ...")),
+    ("--seed", "seed", dict(type=int, help="Random seed (data order, augmentations, init).")),
+    ("--workers", "workers", dict(type=click.IntRange(0),
+                                  help="DataLoader worker processes reading the store.")),
+    ("--device", "device", dict(help="auto (CUDA when present), cpu, cuda, cuda:N.")),
+    ("--amp", "amp", dict(type=click.Choice(AMP_MODES),
+                          help="Mixed precision on CUDA (auto: bf16 if supported, else fp16).")),
+    ("--checkpoint-every", "checkpoint_every", dict(type=click.IntRange(1),
+                                                    help="Steps between checkpoints.")),
+    ("--log-every", "log_every", dict(type=click.IntRange(1),
+                                      help="Steps between metrics.jsonl records.")),
+]
+
+
+def train_options(f):
+    for flag, key, kwargs in reversed(TRAIN_OPTIONS):
+        short = ("-j",) if key == "workers" else ()
+        f = click.option(*short, flag, key, default=getattr(D, key), show_default=True,
+                         **kwargs)(f)
+    f = click.option("--compile", "compile_", is_flag=True,
+                     help="torch.compile the encoder (CUDA hosts).")(f)
+    f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override any config key (TOML value), e.g. --set lr=0.01 "
+                          "--set aug.size=64 --set params.tau=0.2. Repeatable.")(f)
+    f = click.option("--recipe", type=click.Path(dir_okay=False), default=None,
+                     help="TOML file of settings (see recipes/); options given on the "
+                          "command line win over it, --set over both.")(f)
+    f = click.option("--resume", is_flag=True,
+                     help="Continue the interrupted (or finished) run at OUTPUT even if "
+                          "its configuration differs (same id resumes automatically).")(f)
+    return f
+
+
+def explicit_options(ctx: click.Context, names: list[str]) -> dict:
+    """The training options the user typed (not defaults), as config keys."""
+    out = {}
+    for flag, key, _ in TRAIN_OPTIONS:
+        if ctx.get_parameter_source(key) in (ParameterSource.COMMANDLINE,
+                                             ParameterSource.ENVIRONMENT):
+            out[key] = ctx.params[key]
+    for name in names:
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                              ParameterSource.ENVIRONMENT):
+            out[name] = ctx.params[name]
+    if ctx.params.get("compile_"):
+        out["compile"] = True
+    return out

@@ -1,0 +1,86 @@
+"""Where training runs: device choice, mixed precision and torchrun's process group.
+
+The same command works alone or under ``torchrun``: the launcher's environment
+(RANK, WORLD_SIZE, LOCAL_RANK) is read here, NCCL is used on CUDA and gloo on CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+from vssl_cli.errors import UsageProblem
+
+
+@dataclasses.dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_from_env() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` is CUDA when present (this process's GPU under torchrun), else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageProblem(f"--device {name}: CUDA is not available on this machine")
+        device = torch.device(name if ":" in name else f"cuda:{local_rank}")
+        torch.cuda.set_device(device)
+        return device
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UsageProblem(f"unknown device {name!r}") from None
+
+
+def init_distributed(d: Dist, device: torch.device) -> None:
+    if d.world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate every process's rows; gradients flow back to each process's own rows."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+    return torch.cat(all_gather(x.contiguous()))
+
+
+def mean_over_processes(x: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        x = x.detach().clone()
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 (with loss scaling); none on CPU."""
+    if amp == "off" or device.type != "cuda":
+        return None
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
+        return torch.float16
+    return torch.bfloat16

@@ -1,0 +1,256 @@
+"""The training loop every method (and finetuning) shares.
+
+One step: read a batch of raw uint8 clips (DataLoader workers only read the store), move
+it to the device, let the method augment and compute its loss under autocast, step the
+optimiser and schedule. Everything random in a step is seeded by (seed, step, rank), and
+the data order by (seed, epoch), so a run resumed from a checkpoint continues exactly as
+the uninterrupted run would have.
+
+Checkpoints (model, optimiser, schedule, loss scaler, step) are written every
+``checkpoint_every`` steps, at the end, and when SIGTERM or Ctrl-C arrives (after the
+step in flight). A non-finite loss stops the run with a clear error; the last checkpoint,
+always from a finite state, is kept.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import signal
+import threading
+import time
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from vssl_cli.data.batches import EpochBatches
+from vssl_cli.data.dataset import ClipDataset, collate_clips
+from vssl_cli.engine import device as dev
+from vssl_cli.engine.run import RunDir
+from vssl_cli.errors import VsslError
+from vssl_cli.methods.base import Method
+
+log = logging.getLogger("vssl")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    steps: int
+    epochs: float
+    metrics: dict
+    device: str
+
+
+def build_optimizer(params, config: dict) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in params:
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)    # no decay on BN and biases
+    groups = [{"params": decay, "weight_decay": config["weight_decay"]},
+              {"params": no_decay, "weight_decay": 0.0}]
+    name, lr = config["optimizer"], config["lr"]
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config["momentum"], nesterov=True)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def lr_factor(step: int, total: int, warmup: int, config: dict) -> float:
+    """Linear warm-up, then cosine to zero, steps at milestones, or constant."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if config["schedule"] == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if config["schedule"] == "step":
+        return config["step_gamma"] ** sum(progress >= m for m in config["step_milestones"])
+    return 1.0
+
+
+class StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints after the current step and stops.
+    A second signal interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("stopping after this step (checkpoint first); signal again to abort")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _step_generator(device: torch.device, seed: int, step: int, rank: int) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
+    return gen
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    nb = device.type == "cuda"
+    return {**batch, "clips": [c.to(device, non_blocking=nb) for c in batch["clips"]],
+            "labels": batch["labels"].to(device, non_blocking=nb)}
+
+
+def _loader(dataset: ClipDataset, sampler: EpochBatches, workers: int, cuda: bool):
+    kwargs = {}
+    if workers:
+        # forkserver: zarr keeps an event-loop thread in the parent, which fork would copy.
+        kwargs = {"multiprocessing_context": "forkserver", "persistent_workers": True,
+                  "prefetch_factor": 4}
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                      collate_fn=collate_clips, pin_memory=cuda, **kwargs)
+
+
+def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None,
+          progress=None, on_log=None) -> TrainResult:
+    """Train ``method`` in place (see the module docstring). ``run`` is None on ranks > 0.
+
+    ``progress``: a tqdm-like bar (total set here); ``on_log``: called with each metrics
+    record (rank 0).
+    """
+    d = dev.dist_from_env()
+    device = dev.resolve_device(config["device"], d.local_rank)
+    dev.init_distributed(d, device)
+    sampler = EpochBatches(len(dataset), config["batch_size"], config["seed"], d.rank, d.world)
+    spe = sampler.steps_per_epoch
+    if spe == 0:
+        raise VsslError(f"batch size {config['batch_size']} is larger than the "
+                        f"{len(dataset)} training videos; lower --batch-size")
+    total = config["max_steps"] or config["epochs"] * spe
+    warmup = round(config["warmup_epochs"] * spe)
+
+    method.to(device)
+    cuda = device.type == "cuda"
+    if cuda and config["channels_last"]:
+        method.to(memory_format=torch.channels_last_3d)
+        method.channels_last = True
+    if d.world > 1:
+        method.gather = dev.gather_with_grad
+        if cuda and config["sync_bn"]:
+            method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if config["compile"]:
+        method.encoder.compile()
+    model = (DistributedDataParallel(method, device_ids=[device] if cuda else None,
+                                     find_unused_parameters=True)
+             if d.world > 1 else method)
+    optimizer = build_optimizer(method.parameters(), config)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, warmup, config))
+    amp_dtype = dev.autocast_dtype(config["amp"], device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    step = 0
+    state = run.load_checkpoint() if run is not None else None
+    if d.world > 1:                    # every rank resumes from rank 0's checkpoint
+        holder = [state]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        state = holder[0]
+    if state is not None:
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        scaler.load_state_dict(state["scaler"])
+        step = int(state["step"])
+        if run is not None:
+            run.trim_log(step)
+            log.info("resuming from step %d of %d", step, total)
+
+    def checkpoint():
+        if run is not None:
+            run.save_checkpoint({"step": step, "model": method.state_dict(),
+                                 "optimizer": optimizer.state_dict(),
+                                 "schedule": schedule.state_dict(),
+                                 "scaler": scaler.state_dict(), "config": config})
+
+    if progress is not None:
+        progress.reset(total=total)
+        progress.update(step)
+    loader = _loader(dataset, sampler, config["workers"], cuda)
+    autocast = (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype
+                else contextlib.nullcontext())
+    window: dict[str, list[float]] = {}
+    clips_in_window = 0
+    last = {}
+    t_window, data_wait, t_start, start_step = time.perf_counter(), 0.0, time.perf_counter(), step
+    last_saved = step
+    method.train()
+    with StopRequest() as stop:
+        while step < total and not stop.requested:
+            epoch, skip = divmod(step, spe)
+            sampler.start(epoch, skip)
+            t_fetch = time.perf_counter()
+            for batch in loader:
+                data_wait += time.perf_counter() - t_fetch
+                batch = _to_device(batch, device)
+                gen = _step_generator(device, config["seed"], step, d.rank)
+                with autocast:
+                    loss, parts = model(batch, gen)
+                loss_value = dev.mean_over_processes(loss.detach().float())
+                if not torch.isfinite(loss_value):
+                    saved = f"the last good checkpoint (step {last_saved}) is kept"
+                    raise VsslError(f"loss became {float(loss_value)} at step {step + 1}; "
+                                    f"stopped, {saved}; try a lower --lr or --set "
+                                    "clip_grad=1", run.partial if run else None)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config["clip_grad"] > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(method.parameters(), config["clip_grad"])
+                scaler.step(optimizer)
+                scaler.update()
+                schedule.step()
+                step += 1
+                clips_in_window += sum(c.shape[0] for c in batch["clips"]) * d.world
+                for k, v in {"loss": float(loss_value), **parts}.items():
+                    window.setdefault(k, []).append(v)
+                if progress is not None:
+                    progress.update(1)
+                if step % config["log_every"] == 0 or step == total or stop.requested:
+                    now = time.perf_counter()
+                    last = {"step": step, "epoch": round(step / spe, 3),
+                            **{k: sum(v) / len(v) for k, v in window.items()},
+                            "lr": schedule.get_last_lr()[0],
+                            "clips_per_s": clips_in_window / max(now - t_window, 1e-9),
+                            "data_wait": data_wait / max(now - t_window, 1e-9)}
+                    window, t_window, data_wait, clips_in_window = {}, now, 0.0, 0
+                    if run is not None:
+                        run.log(last)
+                    if on_log is not None:
+                        on_log(last)
+                    if progress is not None:
+                        progress.set_postfix(loss=f"{last['loss']:.3f}",
+                                             clips_s=f"{last['clips_per_s']:.1f}")
+                if step % config["checkpoint_every"] == 0 or step == total or stop.requested:
+                    checkpoint()
+                    last_saved = step
+                if step >= total or stop.requested:
+                    break
+                t_fetch = time.perf_counter()
+        dev.barrier()
+        if stop.requested:
+            raise KeyboardInterrupt
+    if step == start_step and run is not None and not run.has_checkpoint():
+        checkpoint()                   # zero-step runs (random init) still leave one
+    wall = time.perf_counter() - t_start
+    metrics = {"steps": step, "epochs": round(step / spe, 3), "steps_per_epoch": spe,
+               "train_videos": len(dataset), "world_size": d.world,
+               "wall_s_this_session": round(wall, 2)}
+    if last:
+        metrics.update({"final_loss": last["loss"], "clips_per_s": last["clips_per_s"]})
+    return TrainResult(step, step / spe, metrics, str(device))

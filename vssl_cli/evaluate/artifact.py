@@ -1,0 +1,60 @@
+"""Evaluation artifacts: a directory with a manifest (kind eval) and its figures/files,
+written atomically and skipped when an identical evaluation already exists."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Callable
+
+from vssl_cli.artifacts import (atomic_directory, expect_kind, lineage, load_manifest,
+                                new_manifest, write_json_atomic)
+from vssl_cli.errors import VsslError
+from vssl_cli.models.saved import load_encoder
+
+log = logging.getLogger("vssl")
+
+
+@dataclasses.dataclass
+class Model:
+    path: str
+    manifest: dict
+    spec: dict
+
+    def encoder(self):
+        return load_encoder(self.path, self.spec)
+
+
+def open_model(path: str) -> Model:
+    manifest = expect_kind(load_manifest(path), "model", path)
+    spec = manifest.get("outputs", {}).get("encoder")
+    if not spec:
+        raise VsslError("model artifact has no encoder entry in its manifest", path)
+    return Model(path, manifest, spec)
+
+
+def open_frames(path: str) -> dict:
+    return expect_kind(load_manifest(path), "frames", path)
+
+
+def write_eval(out: str, config: dict, inputs: list[dict], compute: Callable[[Path], dict],
+               force: bool = False, device: str | None = None, kind: str = "eval"
+               ) -> tuple[dict, bool]:
+    """Run ``compute(tmp_dir) -> metrics`` unless ``out`` holds the same result.
+
+    Returns (manifest, built). Also used for export artifacts (``kind="export"``)."""
+    manifest = new_manifest(kind, config, inputs, device=device)
+    if not force and Path(out, "manifest.json").exists():
+        old = load_manifest(out)
+        if old["id"] == manifest["id"]:
+            log.info("%s is up to date", out)
+            return old, False
+    with atomic_directory(out) as tmp:
+        manifest["metrics"] = compute(tmp)
+        manifest["outputs"] = {"files": sorted(p.name for p in tmp.iterdir())}
+        write_json_atomic(tmp / "manifest.json", manifest)
+    return manifest, True
+
+
+def inputs_for(model: Model, frames_path: str, frames_manifest: dict) -> list[dict]:
+    return [lineage(model.path, model.manifest), lineage(frames_path, frames_manifest)]

@@ -1,0 +1,96 @@
+"""Frozen-encoder features for every video of a split, from N uniformly spaced clips.
+
+The evaluation protocol of every method's paper: N clips (default 10) spread evenly over
+the video, each centre-cropped and resized to the training size, encoded on their own;
+probe averages the classifier's softmax over them, retrieval averages the embeddings.
+2D frame encoders (TCE) see each clip as a stack of frames and pool over time, which is
+video-level averaging of frame embeddings.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from vssl_cli.data.augment import AugConfig, AugParams, apply
+from vssl_cli.data.dataset import ClipDataset, collate_clips
+from vssl_cli.data.samplers import uniform_clips
+
+
+@dataclasses.dataclass
+class Features:
+    ids: list[str]
+    labels: np.ndarray          # (N,) class index, -1 when unlabelled
+    clips: np.ndarray           # (N, n_clips, D) float32
+
+    def mean(self, n_clips: int | None = None) -> np.ndarray:
+        """Per-video embedding: the mean over all clips, or over the middle one(s)."""
+        x = self.clips if n_clips is None else self.clips[:, _middle(self.clips.shape[1],
+                                                                      n_clips)]
+        return x.mean(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformViews:
+    """The test clips of one video (picklable, for DataLoader worker processes)."""
+    clip_len: int
+    stride: int
+    n_clips: int
+
+    def __call__(self, num_frames: int, rng=None) -> list[np.ndarray]:
+        return list(uniform_clips(num_frames, self.clip_len, self.stride, self.n_clips))
+
+
+def _middle(total: int, n: int) -> slice:
+    start = max(0, (total - n) // 2)
+    return slice(start, start + n)
+
+
+def centre_params(batch: int, valid_hw: torch.Tensor, device) -> AugParams:
+    """The largest centred square of each clip's valid region, nothing else."""
+    p = AugParams.identity(batch, device)
+    h, w = valid_hw[:, 0].float().to(device), valid_hw[:, 1].float().to(device)
+    side = torch.minimum(h, w)
+    fx, fy = side / w, side / h
+    p.boxes = torch.stack([(1 - fx) / 2, (1 - fy) / 2, (1 + fx) / 2, (1 + fy) / 2], 1)
+    return p
+
+
+def preprocess(clips: torch.Tensor, valid_hw: torch.Tensor, spec: dict) -> torch.Tensor:
+    cfg = AugConfig(size=spec["size"], mean=tuple(spec["mean"]), std=tuple(spec["std"]))
+    return apply(clips, centre_params(clips.shape[0], valid_hw, clips.device), cfg, valid_hw)
+
+
+@torch.no_grad()
+def encode_clips(encoder, clips: list[torch.Tensor], valid_hw, spec: dict, device,
+                 autocast_dtype=None) -> torch.Tensor:
+    """Pooled features for a list of n views, each (B, 3, T, H, W) uint8: (B, n, D)."""
+    x = torch.cat([c.to(device, non_blocking=True) for c in clips])
+    x = preprocess(x, valid_hw.repeat(len(clips), 1), spec)
+    with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        pooled = encoder(x)["pooled"].float()
+    return pooled.view(len(clips), -1, pooled.shape[-1]).transpose(0, 1)
+
+
+def split_features(encoder: torch.nn.Module, spec: dict, store_path: str, split: str | None,
+                   n_clips: int, device: torch.device, batch_size: int = 8, workers: int = 0,
+                   progress=None, clip_len: int | None = None, stride: int | None = None,
+                   autocast_dtype=None) -> Features:
+    clip_len, stride = clip_len or spec["clip_len"], stride or spec["stride"]
+
+    dataset = ClipDataset(store_path, UniformViews(clip_len, stride, n_clips), split)
+    kwargs = {"multiprocessing_context": "forkserver"} if workers else {}
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        collate_fn=collate_clips, pin_memory=device.type == "cuda", **kwargs)
+    encoder.eval().to(device)
+    out, labels, ids = [], [], []
+    for batch in loader:
+        out.append(encode_clips(encoder, batch["clips"], batch["valid_hw"], spec, device,
+                                autocast_dtype).cpu())
+        labels.append(batch["labels"])
+        ids += [dataset.videos[int(i)]["id"] for i in batch["index"]]
+        if progress is not None:
+            progress.update(len(batch["index"]))
+    return Features(ids, torch.cat(labels).numpy(), torch.cat(out).numpy())

@@ -1,0 +1,50 @@
+"""What finetuning needs besides the engine: the labelled subset and the N-clip test."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from vssl_cli.data.dataset import resolve_split
+from vssl_cli.evaluate.features import split_features
+from vssl_cli.evaluate.probe import confusion_matrix, topk_accuracy
+from vssl_cli.store import open_store
+
+
+def label_subset(store_path: str, split: str, fraction: float, classes: list[str],
+                 seed: int) -> list[str]:
+    """Video ids of ``split``: a share ``fraction`` of every class (at least one each),
+    drawn with ``seed``; unlabelled videos are left out."""
+    with open_store(store_path) as store:
+        videos = store.split(resolve_split(store.videos, split))
+    rng = np.random.default_rng([seed, 11])
+    chosen = []
+    for label in classes:
+        ids = sorted(r["id"] for r in videos if r.get("label") == label)
+        if not ids:
+            continue
+        take = max(1, math.ceil(fraction * len(ids))) if fraction < 1 else len(ids)
+        chosen += [ids[i] for i in sorted(rng.choice(len(ids), take, replace=False))]
+    return chosen
+
+
+@torch.no_grad()
+def clip_test(method, spec: dict, store_path: str, split: str, n_clips: int,
+              device: torch.device, classes: list[str], batch_size: int = 8,
+              workers: int = 0) -> dict:
+    """Top-1/top-5 of the finetuned classifier, softmax averaged over ``n_clips`` clips."""
+    feats = split_features(method.encoder, spec, store_path, split, n_clips, device,
+                           batch_size, workers)
+    keep = feats.labels >= 0
+    method.classifier.eval().to(device)
+    x = torch.from_numpy(feats.clips[keep]).to(device)
+    probs = torch.softmax(method.classifier(x), -1).cpu().numpy()    # (N, clips, C)
+    labels = feats.labels[keep]
+    video = probs.mean(1)
+    confusion = confusion_matrix(video.argmax(1), labels, len(classes))
+    return {"test_top1": topk_accuracy(video, labels, 1),
+            "test_top5": topk_accuracy(video, labels, 5),
+            "test_top1_1clip": topk_accuracy(probs[:, n_clips // 2], labels, 1),
+            "test_clips": n_clips, "test_videos": int(keep.sum()),
+            "confusion": confusion.tolist()}

@@ -1,0 +1,16 @@
+"""Pretraining methods by name. A new method is one module plus one line here."""
+from __future__ import annotations
+
+from vssl_cli.errors import UsageProblem
+from vssl_cli.methods.base import Method
+from vssl_cli.methods.simclr import SimCLR
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (SimCLR,)}
+
+
+def method_class(name: str) -> type[Method]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UsageProblem(f"unknown method {name!r}; choose from "
+                           f"{', '.join(sorted(METHODS))}") from None

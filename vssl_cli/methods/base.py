@@ -1,0 +1,78 @@
+"""What every pretraining method provides to the shared engine.
+
+A method is an ``nn.Module`` holding the encoder (the part that is kept and evaluated)
+plus its own heads. It says which frames to read for one video (``views``, run in
+DataLoader workers) and computes its loss on a batch that is already on the training
+device (``loss``), where it also runs the batched augmentations. The engine sets
+``gather`` under DDP so contrastive losses can see negatives from every process.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from vssl_cli.data.augment import AugConfig, augment
+from vssl_cli.models import FRAME_BACKBONES, build_backbone
+
+
+def no_gather(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+class Method(nn.Module):
+    name: ClassVar[str]
+    Params: ClassVar[type]
+
+    def __init__(self, params, backbone: str, aug: AugConfig,
+                 temporal_strides: tuple[int, int, int, int] | None = None):
+        super().__init__()
+        self.params, self.aug, self.backbone_name = params, aug, backbone
+        self.temporal_strides = temporal_strides
+        self.encoder = build_backbone(backbone, temporal_strides=temporal_strides)
+        self.gather: Callable[[torch.Tensor], torch.Tensor] = no_gather
+        self.channels_last = False
+
+    def forward(self, batch: dict, gen: torch.Generator | None):
+        """The loss; DDP wraps ``forward``, so the engine calls the method through it."""
+        return self.loss(batch, gen)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Method":
+        return cls(cls.Params(**config["params"]), config["backbone"],
+                   AugConfig(**config["aug"]))
+
+    @property
+    def frame_model(self) -> bool:
+        return self.backbone_name.partition("-")[0] in FRAME_BACKBONES
+
+    def encoder_spec(self) -> dict:
+        """How to rebuild and feed the encoder: stored in the model manifest so that
+        probe, retrieve, finetune and export use the clips it was trained on."""
+        return {"backbone": self.backbone_name,
+                "temporal_strides": list(self.temporal_strides or []) or None,
+                "frame_model": self.frame_model,
+                "clip_len": int(self.params.clip_len), "stride": int(self.params.stride),
+                "size": int(self.aug.size), "mean": list(self.aug.mean),
+                "std": list(self.aug.std)}
+
+    def views(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def loss(self, batch: dict, gen: torch.Generator | None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def augmented(self, clips: torch.Tensor, batch: dict, gen, cfg: AugConfig | None = None):
+        """Augment one view of the batch; returns (float clips, AugParams)."""
+        x, params = augment(clips, cfg or self.aug, gen, batch["valid_hw"].to(clips.device))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        return x, params
+
+
+def params_dict(params) -> dict:
+    return dataclasses.asdict(params)
