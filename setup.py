@@ -25,9 +25,13 @@ setup(
         "rich>=13",
         "fsspec>=2023.1",
         "torch>=2.1",              # CPU or CUDA build: whichever the host installed
+        "matplotlib>=3.7",         # confusion matrices and heatmaps (Agg, no display)
+        "safetensors>=0.4",
     ],
     extras_require={
-        "test": ["pytest>=7.4", "hypothesis>=6.80"],
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],   # export checked against PyTorch
+        "faiss": ["faiss-cpu>=1.7"],                     # optional exact search backend
+        "test": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17"],
     },
     entry_points={"console_scripts": ["vssl=vssl_cli.cli:main"]},
     scripts=[],

@@ -9,13 +9,40 @@ from vssl_cli.artifacts import load_manifest, resolve_input
 
 
 @click.command("inspect")
-@click.argument("artifact")
+@click.argument("artifacts", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 @click.option("--videos", is_flag=True, help="List every video of a frame store.")
-def inspect_command(artifact, as_json, videos):
-    """Pretty-print the manifest of ARTIFACT (`-` reads the path from standard input)."""
-    path = resolve_input(artifact)
-    manifest = load_manifest(path)
+@click.option("--metrics", "keys", default=None, metavar="KEY,...",
+              help="Compare artifacts: one row per artifact with these metrics "
+                   "(e.g. top1,R@1); with --json, a JSON list.")
+def inspect_command(artifacts, as_json, videos, keys):
+    """Pretty-print the manifest of ARTIFACT(s) (`-` reads a path from standard input)."""
+    paths = [resolve_input(a) for a in artifacts]
+    if keys:
+        _compare(paths, [k.strip() for k in keys.split(",") if k.strip()], as_json)
+        return
+    for path in paths:
+        _show(path, load_manifest(path), as_json, videos)
+
+
+def _compare(paths, keys, as_json):
+    rows = []
+    for path in paths:
+        metrics = load_manifest(path)["metrics"]
+        rows.append({"artifact": path, **{k: metrics.get(k) for k in keys}})
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table("artifact", *keys, box=None)
+    for row in rows:
+        table.add_row(row["artifact"], *(f"{v:.3f}" if isinstance(v, float) else str(v)
+                                         for v in list(row.values())[1:]))
+    Console(soft_wrap=True).print(table)
+
+
+def _show(path, manifest, as_json, videos):
     if as_json:
         click.echo(json.dumps(manifest, indent=1, default=str))
         return

@@ -4,8 +4,9 @@ from __future__ import annotations
 from vssl_cli.errors import UsageProblem
 from vssl_cli.methods.base import Method
 from vssl_cli.methods.simclr import SimCLR
+from vssl_cli.methods.tclr import TCLR
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (SimCLR,)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (SimCLR, TCLR)}
 
 
 def method_class(name: str) -> type[Method]:

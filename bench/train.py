@@ -1,0 +1,157 @@
+"""Training data-path benchmark.
+
+1. Data-path overhead: clips/s of the full pretrain step (DataLoader workers reading the
+   frame store, batched augmentation on the device, forward, backward, optimiser step;
+   the engine's own loop) against the model's forward+backward+step alone on tensors that
+   are already augmented and on the device. Overhead = 1 - full / alone (target < 10%).
+2. Cache read vs decode: random training clips (clip_len frames at stride 2) read from
+   the frame store against decoding the same clips from the mp4 files with ffmpeg (seek
+   to the clip, decode, scale like the store). Target: 10x or more.
+
+Writes bench/results/train.json (or train_<tag>.json) and prints the ratios.
+Usage: python bench/train.py [--backbone r3d18-tiny] [--size 64] [--batch 16] [--steps 20]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import make_videos, save
+
+from vssl_cli.data.dataset import ClipDataset
+from vssl_cli.engine.config import default_config
+from vssl_cli.engine.device import autocast_dtype, resolve_device
+from vssl_cli.engine.trainer import build_optimizer, train
+from vssl_cli.extract import ExtractConfig, extract
+from vssl_cli.losses import nt_xent
+from vssl_cli.methods.simclr import SimCLR
+from vssl_cli.store import open_store
+from vssl_cli.video.decode import DecodeParams, FrameDecoder
+
+
+def make_store(work: Path, videos: int, frames: int) -> tuple[Path, list[Path]]:
+    paths = make_videos(work / "videos", videos, frames)
+    store = work / "frames.zarr"
+    extract([str(work / "videos")], str(store), ExtractConfig(DecodeParams(short_side=128)),
+            workers=2)
+    return store, paths
+
+
+def config_for(args) -> dict:
+    config = default_config(SimCLR.Params)
+    config.update(backbone=args.backbone, batch_size=args.batch, workers=args.workers,
+                  device=args.device, warmup_epochs=0, log_every=args.steps,
+                  checkpoint_every=10**9, max_steps=2 * args.steps, epochs=10**6)
+    config["params"].update(clip_len=args.clip_len, stride=2)
+    config["aug"]["size"] = args.size
+    return config
+
+
+def full_step_rate(store: Path, config: dict) -> float:
+    """The engine's clips/s over the second half of the run (the first half warms up)."""
+    torch.manual_seed(0)
+    method = SimCLR.from_config(config)
+    dataset = ClipDataset(str(store), method.views, "all", 0)
+    records = []
+    train(method, dataset, config, None, on_log=records.append)
+    return records[-1]["clips_per_s"]
+
+
+def compute_only_rate(store: Path, config: dict, steps: int) -> float:
+    """Forward+backward+step of the same model on one pre-augmented batch on the device."""
+    device = resolve_device(config["device"])
+    torch.manual_seed(0)
+    method = SimCLR.from_config(config).to(device).train()
+    dataset = ClipDataset(str(store), method.views, "all", 0)
+    from vssl_cli.data.dataset import collate_clips
+    batch = collate_clips([dataset[i % len(dataset)] for i in range(config["batch_size"])])
+    batch = {**batch, "clips": [c.to(device) for c in batch["clips"]]}
+    with torch.no_grad():
+        x = torch.cat([method.augmented(c, batch, None)[0] for c in batch["clips"]])
+    optimizer = build_optimizer(method.parameters(), config)
+    amp = autocast_dtype(config["amp"], device)
+
+    def step():
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            z1, z2 = method.head(method.encoder(x)["pooled"]).float().chunk(2)
+            loss = nt_xent(z1, z2, 0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * x.shape[0] / (time.perf_counter() - t0)
+
+
+def read_vs_decode(store: Path, paths: list[Path], clip_len: int, clips: int) -> dict:
+    rng = np.random.default_rng(0)
+    s = open_store(str(store))
+    by_source = {Path(r["source"]).name: r for r in s.videos}
+    plan = []
+    for _ in range(clips):
+        path = paths[rng.integers(len(paths))]
+        record = by_source[path.name]
+        start = int(rng.integers(0, record["frames"] - 2 * clip_len))
+        plan.append((path, record, start))
+    t0 = time.perf_counter()
+    for _, record, start in plan:
+        s.read(record["id"], np.arange(start, start + 2 * clip_len, 2))
+    read = clips / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for path, record, start in plan:
+        fps = record.get("fps") or 25
+        decoder = FrameDecoder(path, DecodeParams(short_side=128), start=start / fps,
+                               end=(start + 2 * clip_len) / fps)
+        frames = np.concatenate(list(decoder))[::2]
+        assert len(frames) >= clip_len - 1
+    decode = clips / (time.perf_counter() - t0)
+    return {"store_read_clips_per_s": read, "mp4_decode_clips_per_s": decode,
+            "read_vs_decode": read / decode}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbone", default="r3d18-tiny")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--clip-len", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--videos", type=int, default=16)
+    ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--read-clips", type=int, default=200)
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        store, paths = make_store(Path(tmp), args.videos, args.frames)
+        config = config_for(args)
+        full = full_step_rate(store, config)
+        alone = compute_only_rate(store, config, args.steps)
+        io = read_vs_decode(store, paths, args.clip_len, args.read_clips)
+    result = {"config": {k: v for k, v in vars(args).items()},
+              "device": str(resolve_device(args.device)),
+              "full_step_clips_per_s": full, "compute_only_clips_per_s": alone,
+              "data_path_overhead": 1 - full / alone, **io}
+    path = save("train" + (f"_{args.tag}" if args.tag else ""), result)
+    print(f"full step {full:.1f} clips/s vs compute alone {alone:.1f} clips/s: "
+          f"data-path overhead {100 * (1 - full / alone):.1f}% (target < 10%)")
+    print(f"clip read from store {io['store_read_clips_per_s']:.1f}/s vs decode from mp4 "
+          f"{io['mp4_decode_clips_per_s']:.1f}/s: {io['read_vs_decode']:.1f}x (target >= 10x)")
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
