@@ -50,3 +50,25 @@ def setup(run: str, frames: str, output: str | None, name: str, device: str):
     dev = resolve_device(device)
     return model, frames_manifest, output or os.path.join(run, name), dev, \
         autocast_dtype("auto", dev)
+
+
+def base_config(task: str, model, clips, clip_len, stride, train_split, test_split) -> dict:
+    """The settings every evaluation records: its clips and which splits it compares."""
+    return {"task": task, "clips": clips, "clip_len": clip_len or model.spec["clip_len"],
+            "stride": stride or model.spec["stride"], "train_split": train_split,
+            "test_split": test_split}
+
+
+def train_test_features(model, frames: str, config: dict, dev, amp, batch_size: int,
+                        workers: int):
+    """Frozen features of the train and test splits (each with a progress bar)."""
+    from vssl_cli.cli.common import progress_bar
+    from vssl_cli.evaluate.features import split_features
+    encoder = model.encoder()
+    out = []
+    for split in (config["train_split"], config["test_split"]):
+        with progress_bar(0, f"features {split}") as bar:
+            out.append(split_features(encoder, model.spec, frames, split, config["clips"], dev,
+                                      batch_size, workers, bar, config["clip_len"],
+                                      config["stride"], amp))
+    return out

@@ -4,8 +4,8 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from vssl_cli.cli.common import emit, log, progress_bar
-from vssl_cli.cli.evaluation import eval_options, setup
+from vssl_cli.cli.common import emit, log
+from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test_features
 
 
 @click.command("probe")
@@ -24,25 +24,16 @@ def probe_command(run, frames, output, clips, clip_len, stride, train_split, tes
     accuracy in the manifest and confusion.png beside it.
     """
     from vssl_cli.evaluate.artifact import inputs_for, write_eval
-    from vssl_cli.evaluate.features import split_features
     from vssl_cli.evaluate.plots import confusion_png
     from vssl_cli.evaluate.probe import linear_probe
     model, frames_m, out, dev, amp = setup(run, frames, output, "probe", device)
     classes = frames_m["outputs"].get("classes", [])
-    config = {"task": "linear_probe", "clips": clips, "clip_len": clip_len or
-              model.spec["clip_len"], "stride": stride or model.spec["stride"],
-              "train_split": train_split, "test_split": test_split, "l2": l2, "seed": seed}
+    config = {**base_config("linear_probe", model, clips, clip_len, stride, train_split,
+                            test_split), "l2": l2, "seed": seed}
 
     def compute(tmp):
-        encoder = model.encoder()
-        feats = {}
-        for split in (train_split, test_split):
-            with progress_bar(0, f"features {split}") as bar:
-                feats[split] = split_features(encoder, model.spec, frames, split, clips, dev,
-                                              batch_size, workers, bar, config["clip_len"],
-                                              config["stride"], amp)
-        metrics, confusion = linear_probe(feats[train_split], feats[test_split], classes,
-                                          l2, seed)
+        train, test = train_test_features(model, frames, config, dev, amp, batch_size, workers)
+        metrics, confusion = linear_probe(train, test, classes, l2, seed)
         np.savetxt(tmp / "confusion.csv", confusion, fmt="%d", delimiter=",",
                    header=",".join(classes))
         confusion_png(confusion, classes, tmp / "confusion.png",

@@ -6,8 +6,8 @@ import json
 import click
 import numpy as np
 
-from vssl_cli.cli.common import emit, log, progress_bar
-from vssl_cli.cli.evaluation import eval_options, setup
+from vssl_cli.cli.common import emit, log
+from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test_features
 
 FEATURES = "features.npz"
 
@@ -29,23 +29,14 @@ def retrieve_command(run, frames, output, clips, clip_len, stride, train_split, 
     features.npz, so --query reuses them.
     """
     from vssl_cli.evaluate.artifact import inputs_for, write_eval
-    from vssl_cli.evaluate.features import split_features
     from vssl_cli.evaluate.retrieval import KS, nearest, recall_at
     model, frames_m, out, dev, amp = setup(run, frames, output, "retrieve", device)
-    config = {"task": "retrieval", "clips": clips,
-              "clip_len": clip_len or model.spec["clip_len"],
-              "stride": stride or model.spec["stride"], "train_split": train_split,
-              "test_split": test_split, "metric": "cosine"}
+    config = {**base_config("retrieval", model, clips, clip_len, stride, train_split,
+                            test_split), "metric": "cosine"}
 
     def compute(tmp):
-        encoder = model.encoder()
-        feats = {}
-        for split in (train_split, test_split):
-            with progress_bar(0, f"features {split}") as bar:
-                feats[split] = split_features(encoder, model.spec, frames, split, clips, dev,
-                                              batch_size, workers, bar, config["clip_len"],
-                                              config["stride"], amp)
-        gallery, query = feats[train_split], feats[test_split]
+        gallery, query = train_test_features(model, frames, config, dev, amp, batch_size,
+                                             workers)
         metrics = {"gallery_videos": len(gallery.ids), "query_videos": len(query.ids),
                    "clips": clips}
         for name, n in ((f"{clips}clip", None), ("1clip", 1)):
