@@ -20,7 +20,7 @@ from vssl_cli.data.dataset import ClipDataset
 from vssl_cli.engine import device as dev
 from vssl_cli.engine.run import CHECKPOINT, ENCODER, METRICS, RunDir, save_torch_atomic
 from vssl_cli.engine.trainer import train
-from vssl_cli.errors import UsageProblem, VsslError
+from vssl_cli.errors import UsageProblem
 from vssl_cli.methods.base import Method
 
 log = logging.getLogger("vssl")
@@ -121,9 +121,3 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
         return Outcome(output, manifest, True)
     return Outcome(output, load_manifest(output), True)
 
-
-def load_model_manifest(path: str) -> dict:
-    manifest = expect_kind(load_manifest(path), "model", path)
-    if "encoder" not in manifest.get("outputs", {}):
-        raise VsslError("model artifact has no encoder entry", path)
-    return manifest

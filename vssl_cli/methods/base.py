@@ -8,7 +8,6 @@ device (``loss``), where it also runs the batched augmentations. The engine sets
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Callable, ClassVar
 
 import numpy as np
@@ -73,6 +72,3 @@ class Method(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return x, params
 
-
-def params_dict(params) -> dict:
-    return dataclasses.asdict(params)
