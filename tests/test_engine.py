@@ -49,6 +49,15 @@ def test_config_errors_are_clear(bad, message):
         resolve(SimCLRParams, None, {}, bad)
 
 
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_shipped_recipes_resolve(recipe, tmp_path):
+    proc = run_vssl("pretrain", tmp_path, "-o", tmp_path / "run", "--recipe", recipe, "--dry-run",
+                    check=0)
+    config = json.loads(proc.stdout)
+    assert config["method"] == recipe.stem.split("-")[0] or recipe.stem == "demo-tiny"
+
+
 def test_recipe_errors_name_the_file(tmp_path):
     broken = tmp_path / "broken.toml"
     broken.write_text("lr = = 1")
@@ -197,12 +206,16 @@ def test_batch_larger_than_dataset_is_a_clear_error(tiny_frames, tmp_path):
     assert "lower --batch-size" in proc.stderr and not (tmp_path / "r").exists()
 
 
-def test_ddp_under_torchrun_with_two_cpu_processes(tiny_frames, tmp_path):
+METHOD_ARGS = {"simclr": [], "vthcl": ["--set", "alpha=1"]}   # TINY's stride is 1
+
+
+@pytest.mark.parametrize("method", ["simclr", "vthcl"])   # vthcl: banks updated by all-gather
+def test_ddp_under_torchrun_with_two_cpu_processes(tiny_frames, tmp_path, method):
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                            "--master-port", "29517", "-m", "vssl_cli", "pretrain",
                            str(tiny_frames), "-o", str(run), *TINY, "--max-steps", "2",
-                           "--log-every", "1"],
+                           "--log-every", "1", "--method", method, *METHOD_ARGS[method]],
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

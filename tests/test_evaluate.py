@@ -163,3 +163,23 @@ def test_wrong_artifact_kinds_are_refused(random_run, tiny_frames, tmp_path):
     assert "expected a frames artifact, got a model artifact" in proc.stderr
     proc = run_vssl("pretrain", random_run, "-o", tmp_path / "x", check=2)
     assert "expected a frames artifact" in proc.stderr
+
+
+def test_vthcl_run_exports_correspondence_heatmaps(random_run, tiny_frames, tmp_path):
+    import matplotlib.image
+    run = tmp_path / "vthcl"
+    run_vssl("-q", "pretrain", tiny_frames, "-o", run, "--method", "vthcl", "--backbone",
+             "r3d18-tiny", "--max-steps", "2", "--batch-size", "4", "-j", "0", "--set",
+             "aug.size=32", "--set", "clip_len=4", "--set", "stride=4", check=0)
+    metrics = manifest_of(run)["metrics"]
+    assert np.isfinite(metrics["final_loss"])
+    out = tmp_path / "icm"
+    run_vssl("export", run, "--format", "icm", "--data", tiny_frames, "--videos", "3",
+             "--split", "test", "-o", out, check=0)
+    files = manifest_of(out)["metrics"]["files"]
+    assert len(files) == 3
+    image = matplotlib.image.imread(out / files[0])
+    assert image.shape[:2] == (2 * 32, 4 * 32)                # frames over heatmaps, 4 frames
+    assert not np.allclose(image[:32], image[32:])             # the heatmap is drawn
+    proc = run_vssl("export", random_run, "--format", "icm", "--data", tiny_frames, check=2)
+    assert "needs a vthcl run" in proc.stderr

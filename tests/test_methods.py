@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from vssl_cli.data.augment import AugConfig
 from vssl_cli.methods.simclr import SimCLR, SimCLRParams
 from vssl_cli.methods.tclr import TCLR, TCLRParams, global_local_loss, local_local_loss, tclr_views
+from vssl_cli.methods.vthcl import VTHCL, VTHCLParams, bank_contrast, tempo_views
 
 
 def test_tclr_global_clip_spans_exactly_the_local_segments():
@@ -62,7 +63,8 @@ def test_global_local_loss_matches_a_loop_and_knows_aligned_parts():
 def _batch(views, b=4, hw=40):
     return {"clips": [torch.randint(0, 255, (b, 3, len(v), hw, hw), dtype=torch.uint8)
                       for v in views],
-            "valid_hw": torch.tensor([[hw, hw]] * b), "labels": torch.zeros(b, dtype=torch.long)}
+            "valid_hw": torch.tensor([[hw, hw]] * b), "labels": torch.zeros(b, dtype=torch.long),
+            "index": torch.arange(b)}
 
 
 def _grads_reach_every_parameter(method):
@@ -90,3 +92,84 @@ def test_tclr_losses_switch_off():
     views = method.views(64, np.random.default_rng(0))
     _, parts = method(_batch(views), None)
     assert set(parts) == {"ll"}
+
+
+def test_vthcl_slow_and_fast_clips_cover_the_same_window():
+    rng = np.random.default_rng(0)
+    for n in (30, 64, 200):
+        slow, fast = tempo_views(n, 8, 8, 2, rng)
+        assert len(slow) == 8 and len(fast) == 16
+        assert all(0 <= v.min() and v.max() < n for v in (slow, fast))
+        if n >= 64:
+            assert (fast[::2] == slow).all() and (np.diff(fast) == 4).all()
+
+
+def test_bank_contrast_matches_a_loop_with_the_whole_bank_and_with_sampled_negatives():
+    torch.manual_seed(0)
+    q = F.normalize(torch.randn(3, 8), dim=1)
+    bank = F.normalize(torch.randn(10, 8), dim=1)
+    index = torch.tensor([4, 0, 7])
+    want = sum(_nce(q[i], list(bank), int(index[i]), 0.07) for i in range(3)) / 3
+    assert abs(float(bank_contrast(q, bank, index, 16384, 0.07, None)) - want) < 1e-4
+    current = F.normalize(torch.randn(3, 8), dim=1)       # positive from the batch
+    want = sum(_nce(q[i], [current[i]] + [bank[j] for j in range(10) if j != index[i]], 0, 0.07)
+               for i in range(3)) / 3
+    assert abs(float(bank_contrast(q, bank, index, 99, 0.07, None, current)) - want) < 1e-4
+    draw = torch.randint(0, 10, (3, 5), generator=torch.Generator().manual_seed(3))
+    want = sum(_nce(q[i], [bank[index[i]]] + [bank[j] for j in draw[i] if j != index[i]], 0,
+                    0.07) for i in range(3)) / 3
+    got = bank_contrast(q, bank, index, 5, 0.07, torch.Generator().manual_seed(3))
+    assert abs(float(got) - want) < 1e-4
+
+
+def test_bank_contrast_known_values():
+    bank = torch.eye(6)
+    index = torch.arange(6)
+    assert float(bank_contrast(bank, bank, index, 100, 0.07, None)) < 1e-4     # own row
+    assert float(bank_contrast(bank.roll(1, 0), bank, index, 100, 0.07, None)) > 10
+
+
+def _vthcl(**kw):
+    torch.manual_seed(0)
+    method = VTHCL(VTHCLParams(clip_len=4, stride=4, **kw), "r3d18-tiny", AugConfig(size=32))
+    method.attach_dataset(6)
+    return method
+
+
+def test_vthcl_sends_gradients_to_both_encoders_and_every_level_head():
+    method = _vthcl()
+    parts = _grads_reach_every_parameter(method)
+    assert set(parts) == {f"{q}_{lv}" for q in "fs" for lv in ("res3", "res4", "res5")}
+    assert method.fast_encoder.out_dim == method.encoder.out_dim // 2
+    assert "bank_slow_res5" in method.state_dict()           # checkpoints carry the banks
+
+
+def test_vthcl_updates_its_banks_as_an_ema_of_the_batch():
+    method = _vthcl(levels=("res5",), level_weights=(1.0,), bank_momentum=0.5).eval()
+    before = method.bank_fast_res5.clone()
+    batch = _batch(method.views(64, np.random.default_rng(0)))
+    method(batch, torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)                   # replay the two augmentations
+    method.augmented(batch["clips"][0], batch, gen)
+    fast, _ = method.augmented(batch["clips"][1], batch, gen)
+    z = method.embed(method.fast_encoder(fast), "fast")["res5"]
+    want = F.normalize(0.5 * before[:4] + 0.5 * z, dim=1)
+    assert torch.allclose(method.bank_fast_res5[:4], want, atol=1e-5)
+    assert torch.equal(method.bank_fast_res5[4:], before[4:])          # untouched rows
+
+
+def test_vthcl_rejects_bad_levels_and_tempo():
+    import pytest
+    with pytest.raises(ValueError, match="levels"):
+        _vthcl(levels=("res9",), level_weights=(1.0,))
+    with pytest.raises(ValueError, match="multiple of alpha"):
+        VTHCL(VTHCLParams(stride=3, alpha=2), "r3d18-tiny", AugConfig(size=32))
+
+
+def test_vthcl_correspondence_map_is_a_cosine_map_over_the_slow_clip():
+    method = _vthcl().eval()
+    slow = torch.rand(2, 3, 4, 32, 32)
+    fast = torch.rand(2, 3, 8, 32, 32)
+    icm = method.correspondence_map(slow, fast)
+    t = method.encoder(slow)["res5"].shape[2:]
+    assert icm.shape == (2, *t) and icm.abs().max() <= 1 + 1e-5

@@ -21,9 +21,12 @@ from vssl_cli.video.synth import CLASSES, SynthConfig, synthesize
               help="Frame rate of the written videos.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed; the same seed writes the same videos.")
+@click.option("--backgrounds", type=click.IntRange(0), default=8, show_default=True,
+              help="Backgrounds shared by all classes (0: a new one per video).")
 @workers_option(default=2, help="Videos rendered and encoded in parallel.")
 @json_option
-def synth_command(out_dir, classes, videos_per_class, frames, size, fps, seed, workers, as_json):
+def synth_command(out_dir, classes, videos_per_class, frames, size, fps, seed, backgrounds,
+                  workers, as_json):
     """Write a small labelled video dataset to OUT_DIR and print its path.
 
     Classes differ only by motion (direction, rotation, zoom, order of two movements) of a
@@ -31,7 +34,7 @@ def synth_command(out_dir, classes, videos_per_class, frames, size, fps, seed, w
     ucfTrainTestlist/ with 3 splits), so `vssl extract OUT_DIR` reads it directly;
     synth.json records each video's motion segments and boundary frames.
     """
-    cfg = SynthConfig(classes, videos_per_class, frames, size, fps, seed)
+    cfg = SynthConfig(classes, videos_per_class, frames, size, fps, seed, backgrounds)
     with progress_bar(classes * videos_per_class, "synth") as bar:
         path, built = synthesize(out_dir, cfg, workers, progress=bar.update)
     log.info("%s %s", "wrote" if built else "up to date:", path)

@@ -156,6 +156,12 @@ def resolve(params_cls, recipe: str | None, options: dict, sets) -> dict:
     apply_overrides(config, list(options.items()), "command line")
     apply_overrides(config, parse_set(sets), "--set")
     validate(config)
+    check = getattr(params_cls(**config["params"]), "validate", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as e:
+            raise UsageProblem(f"params: {e}") from None
     return config
 
 

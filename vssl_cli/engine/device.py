@@ -64,6 +64,15 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(x.contiguous()))
 
 
+def all_gather_detached(x: torch.Tensor) -> torch.Tensor:
+    """Every process's rows, concatenated, without gradient (e.g. memory-bank updates)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return x.detach()
+    out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, x.detach().contiguous())
+    return torch.cat(out)
+
+
 def mean_over_processes(x: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         x = x.detach().clone()

@@ -99,6 +99,7 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
     if prepare_model is not None:
         prepare_model(method)
     dataset = ClipDataset(frames, method.views, config["split"], config["seed"], dataset_ids)
+    method.attach_dataset(len(dataset))
     log.info("%s: %d training videos, %s on %s", config["method"], len(dataset),
              config["backbone"], device)
     result = train(method, dataset, config, run if d.main else None, progress)

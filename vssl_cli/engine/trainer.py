@@ -147,7 +147,8 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
     if config["compile"]:
         method.encoder.compile()
     model = (DistributedDataParallel(method, device_ids=[device] if cuda else None,
-                                     find_unused_parameters=True)
+                                     find_unused_parameters=True,
+                                     broadcast_buffers=False)  # banks stay in sync by all-gather
              if d.world > 1 else method)
     optimizer = build_optimizer(method.parameters(), config)
     schedule = torch.optim.lr_scheduler.LambdaLR(

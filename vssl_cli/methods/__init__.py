@@ -5,8 +5,9 @@ from vssl_cli.errors import UsageProblem
 from vssl_cli.methods.base import Method
 from vssl_cli.methods.simclr import SimCLR
 from vssl_cli.methods.tclr import TCLR
+from vssl_cli.methods.vthcl import VTHCL
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (SimCLR, TCLR)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (SimCLR, TCLR, VTHCL)}
 
 
 def method_class(name: str) -> type[Method]:

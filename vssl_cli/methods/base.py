@@ -58,6 +58,10 @@ class Method(nn.Module):
                 "size": int(self.aug.size), "mean": list(self.aug.mean),
                 "std": list(self.aug.std)}
 
+    def attach_dataset(self, size: int) -> None:
+        """Called with the number of training videos before training or resuming (methods
+        with per-video state, such as memory banks, size it here)."""
+
     def views(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
         raise NotImplementedError
 

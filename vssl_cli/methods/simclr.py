@@ -26,15 +26,18 @@ class SimCLRParams:
     proj_hidden: int = 0          # 0: the encoder's width
     gap: str = "cvrl"             # cvrl (decreasing) | uniform (independent starts)
 
+    def validate(self):
+        if self.gap not in ("cvrl", "uniform"):
+            raise ValueError("gap must be cvrl or uniform")
+
 
 class SimCLR(Method):
     name = "simclr"
     Params = SimCLRParams
 
     def __init__(self, params: SimCLRParams, backbone, aug, temporal_strides=None):
+        params.validate()
         super().__init__(params, backbone, aug, temporal_strides)
-        if params.gap not in ("cvrl", "uniform"):
-            raise ValueError("gap must be cvrl or uniform")
         dim = self.encoder.out_dim
         self.head = ProjectionHead(dim, params.proj_dim, params.proj_hidden or dim)
 

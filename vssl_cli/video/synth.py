@@ -42,6 +42,7 @@ class SynthConfig:
     size: int = 128
     fps: int = 25
     seed: int = 0
+    backgrounds: int = 8          # shared by all classes; 0: a new one for every video
 
     def validate(self):
         if not 1 <= self.classes <= len(CLASSES):
@@ -50,6 +51,8 @@ class SynthConfig:
             raise VsslError(f"--videos-per-class must be at least {SPLITS} (one per split group)")
         if self.size < 16 or self.size % 2:
             raise VsslError("--size must be an even number >= 16")
+        if self.backgrounds < 0:
+            raise VsslError("--backgrounds must be 0 or more")
         if self.frames < 4:
             raise VsslError("--frames must be at least 4")
 
@@ -120,10 +123,18 @@ def _trajectory(segments, frames: int, rng: np.random.Generator):
     return state, boundaries
 
 
-def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator):
+def background_pool(cfg: SynthConfig) -> list[np.ndarray]:
+    """The shared backgrounds: a small pool, so that the scene alone does not identify a
+    video (as a unique static scene would, an instance-contrast shortcut)."""
+    rng = np.random.default_rng([cfg.seed, 1])
+    return [_background(rng, cfg.size) for _ in range(cfg.backgrounds)]
+
+
+def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
+           pool: list[np.ndarray] | None = None):
     """Frames (T, S, S, 3) uint8 for one video of ``class_name`` plus its annotation."""
     size, frames = cfg.size, cfg.frames
-    background = _background(rng, size)
+    background = pool[rng.integers(len(pool))] if pool else _background(rng, size)
     shape = SHAPES[rng.integers(len(SHAPES))]
     colours = rng.choice([[230, 40, 40], [40, 220, 60], [50, 80, 240], [240, 230, 40],
                           [240, 240, 240], [230, 60, 230]], 2, replace=False)
@@ -167,8 +178,9 @@ def _plan(cfg: SynthConfig):
             yield name, vi, vi % SPLITS, seeds[ci * cfg.videos_per_class + vi]
 
 
-def _write_one(root: Path, cfg: SynthConfig, name: str, vi: int, group: int, seed) -> dict:
-    frames, note = render(name, cfg, np.random.default_rng(seed))
+def _write_one(root: Path, cfg: SynthConfig, pool, name: str, vi: int, group: int,
+               seed) -> dict:
+    frames, note = render(name, cfg, np.random.default_rng(seed), pool)
     rel = f"{name}/v_{name}_g{group + 1:02d}_c{vi + 1:02d}.mp4"
     (root / "UCF-101" / name).mkdir(parents=True, exist_ok=True)
     encode(frames, root / "UCF-101" / rel, cfg.fps)
@@ -193,7 +205,8 @@ def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig, workers: int = 1,
     with atomic_directory(out) as tmp:
         jobs = list(_plan(cfg))
         with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-            futures = [pool.submit(_write_one, tmp, cfg, *job) for job in jobs]
+            backgrounds = background_pool(cfg)
+            futures = [pool.submit(_write_one, tmp, cfg, backgrounds, *job) for job in jobs]
             videos = []
             for fut in futures:
                 videos.append(fut.result())
