@@ -10,6 +10,10 @@ import torch.nn.functional as F
 from vssl_cli.data.augment import AugConfig
 from vssl_cli.methods.simclr import SimCLR, SimCLRParams
 from vssl_cli.methods.tclr import TCLR, TCLRParams, global_local_loss, local_local_loss, tclr_views
+from vssl_cli.methods.ctrlaug import (CtrlAug, CtrlAugParams, GradReverse, correspondence,
+                                      local_global_views, mine_bound)
+from vssl_cli.methods.tce import TCE, TCEParams, mine_negatives, mining_threshold, nearby_pair
+from vssl_cli.methods.teg import TeG, TeGParams, fine_grained_loss, long_short_views
 from vssl_cli.methods.vthcl import VTHCL, VTHCLParams, bank_contrast, tempo_views
 
 
@@ -64,7 +68,7 @@ def _batch(views, b=4, hw=40):
     return {"clips": [torch.randint(0, 255, (b, 3, len(v), hw, hw), dtype=torch.uint8)
                       for v in views],
             "valid_hw": torch.tensor([[hw, hw]] * b), "labels": torch.zeros(b, dtype=torch.long),
-            "index": torch.arange(b)}
+            "index": torch.arange(b), "indices": [torch.as_tensor(v).repeat(b, 1) for v in views]}
 
 
 def _grads_reach_every_parameter(method):
@@ -173,3 +177,202 @@ def test_vthcl_correspondence_map_is_a_cosine_map_over_the_slow_clip():
     icm = method.correspondence_map(slow, fast)
     t = method.encoder(slow)["res5"].shape[2:]
     assert icm.shape == (2, *t) and icm.abs().max() <= 1 + 1e-5
+
+
+# --- TeG -----------------------------------------------------------------------------------
+
+def test_teg_short_clip_lies_inside_the_long_one_on_a_step_boundary():
+    rng = np.random.default_rng(0)
+    offsets = set()
+    for _ in range(50):
+        short, long = long_short_views(100, 16, 32, 2, 4, rng)
+        assert len(short) == 16 and len(long) == 32 and long.max() < 100
+        k, rest = divmod(int(short[0] - long[0]), 2 * 4)
+        assert rest == 0 and 0 <= k <= 4
+        assert (short == long[4 * k: 4 * k + 16]).all()           # same frames, same rate
+        offsets.add(k)
+    assert offsets == {0, 1, 2, 3, 4}
+    short, long = long_short_views(40, 16, 32, 2, 4, rng)        # too short: no offset
+    assert short[0] == long[0] == 0
+
+
+def test_teg_fine_grained_loss_matches_a_loop_and_known_values():
+    torch.manual_seed(0)
+    short, long = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
+    offset = torch.tensor([0, 2])
+    want = 0.0
+    for b in range(2):
+        for j in range(3):
+            k = j + int(offset[b])
+            want += _nce(short[b, j], list(long[b]), k, 0.1) / 3
+            want += _nce(long[b, k], list(short[b]), j, 0.1) / 3
+    assert abs(float(fine_grained_loss(short, long, offset, 0.1)) - want / 4) < 1e-4
+    eye = torch.eye(5)[None]
+    assert float(fine_grained_loss(eye[:, 1:4], eye, torch.tensor([1]), 0.1)) < 1e-3
+    assert float(fine_grained_loss(eye[:, 1:4], eye, torch.tensor([0]), 0.1)) > 5
+
+
+def test_teg_alpha_mixes_the_two_spaces_and_gradients_reach_both_heads():
+    aug = AugConfig(size=32)
+    torch.manual_seed(0)
+    small = dict(clip_len=8, long_len=16)
+    parts = _grads_reach_every_parameter(TeG(TeGParams(alpha=0.5, **small), "r3d18-tiny", aug))
+    assert set(parts) == {"coarse", "fine"}
+    views = TeG(TeGParams(**small), "r3d18-tiny", aug).views(64, np.random.default_rng(0))
+    for alpha, want in ((0.0, {"coarse"}), (1.0, {"fine"})):
+        method = TeG(TeGParams(alpha=alpha, **small), "r3d18-tiny", aug)
+        loss, parts = method(_batch(views), None)
+        assert set(parts) == want
+        if alpha == 0:
+            assert abs(float(loss.detach()) - parts["coarse"]) < 1e-5
+
+
+# --- TCE -----------------------------------------------------------------------------------
+
+def test_tce_positive_is_a_different_frame_within_the_window():
+    rng = np.random.default_rng(0)
+    for n in (2, 10, 300):
+        for _ in range(50):
+            (a,), (b,) = nearby_pair(n, 8, rng)
+            assert a != b and abs(a - b) <= 8 and 0 <= min(a, b) and max(a, b) < n
+
+
+def test_tce_mining_threshold_rises_from_low_to_high():
+    values = [mining_threshold(p, -1, 1, 5) for p in np.linspace(0, 1, 11)]
+    assert values[0] == -1 and all(b > a for a, b in zip(values, values[1:]))
+    assert 0.98 < values[-1] < 1
+
+
+def test_tce_mines_the_hardest_negatives_below_the_threshold():
+    bank = F.normalize(torch.randn(50, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    anchor = bank[:2] + 0.01
+    own = torch.tensor([0, 1])
+    sims = F.normalize(anchor, dim=1) @ bank.T
+    neg = mine_negatives(F.normalize(anchor, dim=1), bank, own, 5, 2.0, 1.0, None)
+    for i in range(2):                 # threshold above every cosine: the 5 nearest others
+        order = [j for j in sims[i].argsort(descending=True).tolist() if j != own[i]]
+        assert neg[i].tolist() == order[:5]
+    cut = 0.2                          # only rows below the threshold may be mined
+    neg = mine_negatives(F.normalize(anchor, dim=1), bank, own, 5, cut, 1.0, None)
+    for i in range(2):
+        below = [j for j in sims[i].argsort(descending=True).tolist()
+                 if sims[i, j] < cut and j != own[i]]
+        assert neg[i].tolist() == below[:5]
+    gen = torch.Generator().manual_seed(1)
+    neg = mine_negatives(F.normalize(anchor, dim=1), bank, own, 5, -1.5, 1.0, gen)
+    assert neg.tolist() == torch.randint(0, 50, (2, 5),                 # nothing below: random
+                                         generator=torch.Generator().manual_seed(1)).tolist()
+
+
+def test_tce_trains_a_2d_encoder_and_stores_anchors_in_its_bank():
+    torch.manual_seed(0)
+    method = TCE(TCEParams(negatives=3), "resnet18-tiny", AugConfig(size=32))
+    method.attach_dataset(6)
+    parts = _grads_reach_every_parameter(method)
+    assert parts["threshold"] == -1.0 and np.isfinite(parts["nce"])
+    assert method.frame_model
+    import pytest
+    with pytest.raises(ValueError, match="2D frame backbone"):
+        TCE(TCEParams(), "r3d18-tiny", AugConfig(size=32))
+
+
+# --- controllable augmentations ---------------------------------------------------------
+
+def test_ctrlaug_local_clips_are_centred_in_their_part_of_the_video():
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        glob, *local = local_global_views(120, 16, 1, 4, 16, rng)
+        assert glob[0] == 0 and glob[-1] == 119 and len(glob) == 16
+        for k, clip in enumerate(local):
+            centre = (clip[0] + clip[-1]) / 2
+            assert k * 30 - 1 <= centre <= (k + 1) * 30 + 1 and (np.diff(clip) == 1).all()
+
+
+def _s(lt, lb, lf, ls, gt, gb, gf, gs):
+    t = torch.tensor
+    return correspondence(t([lt], dtype=torch.float64), t([lb]), t([lf]), ls,
+                          t([gt], dtype=torch.float64), t([gb]), t([gf]), gs)[0]
+
+
+def test_ctrlaug_correspondence_matches_hand_computed_overlaps():
+    # global: frames [0, 8), whole frame, 2 x 1 x 2 cells; local: frames [2, 6), the box
+    # x in [0.25, 0.75], y in [0, 1], 1 x 1 x 1 cell.
+    s = _s([2, 6], [0.25, 0.0, 0.75, 1.0], False, (1, 1, 1),
+           [0, 8], [0.0, 0.0, 1.0, 1.0], False, (2, 1, 2))
+    # time: half in each global step; space: half in each column -> a quarter each
+    assert torch.allclose(s, torch.full((1, 4), 0.25))
+    s = _s([0, 2], [0.0, 0.0, 0.5, 0.5], False, (1, 2, 2),
+           [0, 4], [0.0, 0.0, 1.0, 1.0], False, (2, 2, 2))
+    # the local clip is the top-left quarter in the first global step: cell (t0, y0, x0)
+    assert torch.allclose(s[:, 0], torch.ones(4)) and float(s[:, 1:].sum()) == 0
+
+
+def test_ctrlaug_correspondence_rows_sum_to_one_and_flip_mirrors_columns():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        g = torch.rand(4, generator=gen)
+        gb = [float(g[0]) * 0.2, float(g[1]) * 0.2, 0.8 + float(g[2]) * 0.2,
+              0.8 + float(g[3]) * 0.2]
+        r = torch.rand(2, generator=gen) * 0.3
+        lb = [gb[0] + float(r[0]) * (gb[2] - gb[0]), gb[1] + float(r[1]) * (gb[3] - gb[1])]
+        lb += [lb[0] + 0.5 * (gb[2] - gb[0]), lb[1] + 0.5 * (gb[3] - gb[1])]
+        for lf in (False, True):
+            s = _s([5, 21], lb, lf, (2, 2, 2), [0, 64], gb, False, (8, 4, 4))
+            assert torch.allclose(s.sum(1), torch.ones(8), atol=1e-5)
+        plain = _s([5, 21], lb, False, (2, 2, 2), [0, 64], gb, False, (8, 4, 4))
+        flipped = _s([5, 21], lb, False, (2, 2, 2), [0, 64], gb, True, (8, 4, 4))
+        # flipping the global view mirrors its x cells: column x <-> 3 - x
+        mirror = flipped.view(8, 8, 4, 4).flip(-1).reshape(8, 128)
+        assert torch.allclose(plain, mirror, atol=1e-6)
+
+
+def test_gradient_reversal_negates_the_gradient():
+    x = torch.randn(5, requires_grad=True)
+    (GradReverse.apply(x) * torch.arange(5.0)).sum().backward()
+    assert torch.equal(x.grad, -torch.arange(5.0))
+
+
+def test_mine_bound_is_the_donsker_varadhan_form():
+    joint, marginal = torch.tensor([1.0, 3.0]), torch.tensor([0.0, math.log(3.0)])
+    assert abs(float(mine_bound(joint, marginal)) - (2.0 - math.log(2.0))) < 1e-6
+
+
+def _ctrlaug(**kw):
+    torch.manual_seed(0)
+    return CtrlAug(CtrlAugParams(clip_len=4, global_len=8, n_local=2, **kw), "r3d18-tiny",
+                   AugConfig(size=32))
+
+
+def test_ctrlaug_terms_reach_every_parameter_and_switch_off():
+    method = _ctrlaug()
+    parts = _grads_reach_every_parameter(method)
+    assert set(parts) == {"rc", "mi", "td"}
+    # the global view shares the encoder's weights but keeps more time steps
+    assert next(method.global_encoder.stages[3].parameters()) is \
+        next(method.encoder.stages[3].parameters())
+    x = torch.rand(1, 3, 8, 32, 32)
+    assert method.global_encoder(x)["res5"].shape[2] > method.encoder(x)["res5"].shape[2]
+    views = method.views(64, np.random.default_rng(0))
+    for off in ("w_mi", "w_td"):
+        _, parts = _ctrlaug(**{off: 0.0})(_batch(views), None)
+        assert off[2:] not in parts and len(parts) == 2
+    for head in ("mlp", "gru+mlp"):
+        _grads_reach_every_parameter(_ctrlaug(td_head=head))
+
+
+def test_ctrlaug_mi_term_trains_the_estimator_up_and_the_encoder_down():
+    method = _ctrlaug()
+    feats = torch.randn(12, 128, requires_grad=True)
+    group = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1, 2, 3, 3, 0])
+    one = torch.zeros(1, 128)                      # one video: no local-global term
+    method._mi_loss(feats, group, one, one, torch.Generator().manual_seed(0)).backward()
+    through_reversal = feats.grad.clone()
+    # the same estimate without reversal: the estimator's loss is -bound
+    feats.grad = None
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
+    same = (group[:, None] == group[None, :]) & ~torch.eye(12, dtype=torch.bool)
+    partner = same.float().argmax(1)
+    bound = mine_bound(method.critic(feats, feats[partner]),
+                       method.critic(feats, feats[perm])[group != group[perm]])
+    (-bound).backward()
+    assert torch.allclose(through_reversal, -feats.grad, atol=1e-6)

@@ -14,15 +14,33 @@ from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test
               help="L2 penalty of the linear classifier [default: chosen by 3-fold "
                    "cross-validation on the train split].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--task", type=click.Choice(["classify", "boundary"]), default="classify",
+              show_default=True, help="classify: linear probe; boundary: event boundary "
+                                      "detection from feature change (needs --boundaries).")
+@click.option("--boundaries", type=click.Path(dir_okay=False), default=None,
+              help="Ground-truth boundaries (synth.json, or {video: [frames]} JSON).")
+@click.option("--hop", type=click.IntRange(1), default=1, show_default=True,
+              help="Frames between scored positions (boundary task).")
+@click.option("--rel-dis", type=click.FloatRange(0, 1, min_open=True), default=0.05,
+              show_default=True, help="Match tolerance as a share of the video length "
+                                      "(boundary task; GEBD uses 0.05).")
 def probe_command(run, frames, output, clips, clip_len, stride, train_split, test_split,
-                  batch_size, workers, device, force, as_json, l2, seed):
+                  batch_size, workers, device, force, as_json, l2, seed, task, boundaries, hop,
+                  rel_dis):
     """Fit a linear classifier on RUN's frozen features of the train split of --data and
     report test accuracy; print the evaluation directory.
 
     Test videos are classified by the softmax averaged over --clips uniformly spaced
     centre-cropped clips (top-1/top-5, also for the middle clip alone), with per-class
     accuracy in the manifest and confusion.png beside it.
+
+    --task boundary scores every frame by how much the clip after it differs from the clip
+    before it, picks the peak threshold with the best F1 on the train split and reports
+    test F1 at --rel-dis (written to RUN/probe-boundary by default).
     """
+    if task == "boundary":
+        return _boundary(run, frames, output, clip_len, stride, train_split, test_split,
+                         device, force, as_json, boundaries, hop, rel_dis)
     from vssl_cli.evaluate.artifact import inputs_for, write_eval
     from vssl_cli.evaluate.plots import confusion_png
     from vssl_cli.evaluate.probe import linear_probe
@@ -45,4 +63,60 @@ def probe_command(run, frames, output, clips, clip_len, stride, train_split, tes
     m = manifest["metrics"]
     log.info("linear probe: top-1 %.3f, top-5 %.3f (%d clips), 1 clip %.3f",
              m["top1"], m["top5"], m["clips"], m["top1_1clip"])
+    emit(out, manifest, as_json)
+
+
+def _boundary(run, frames, output, clip_len, stride, train_split, test_split, device, force,
+              as_json, boundaries, hop, rel_dis):
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from vssl_cli.cli.common import progress_bar
+    from vssl_cli.errors import UsageProblem, VsslError
+    from vssl_cli.evaluate import boundary as gebd
+    from vssl_cli.evaluate.artifact import inputs_for, write_eval
+    from vssl_cli.store import open_store
+    if not boundaries:
+        raise UsageProblem("--task boundary needs --boundaries FILE")
+    model, frames_m, out, dev, _ = setup(run, frames, output, "probe-boundary", device)
+    truth = gebd.load_boundaries(boundaries)
+    config = {**base_config("boundary", model, 1, clip_len, stride, train_split, test_split),
+              "hop": hop, "rel_dis": rel_dis,
+              "boundaries_sha1": hashlib.sha1(Path(boundaries).read_bytes()).hexdigest()}
+
+    def compute(tmp):
+        encoder = model.encoder().eval().to(dev)
+        scored = {}
+        with open_store(frames, frames_m) as store:
+            for split in (train_split, test_split):
+                records = [(r, gebd.truth_for(r, truth)) for r in store.split(split)]
+                records = [(r, t) for r, t in records if t is not None]
+                if not records:
+                    raise VsslError(f"no {split} video has ground-truth boundaries in "
+                                    f"{boundaries}", frames)
+                scored[split] = []
+                with progress_bar(len(records), f"boundary {split}") as bar:
+                    for r, t in records:
+                        times, scores = gebd.score_video(
+                            encoder, model.spec, store, r["id"], config["clip_len"],
+                            config["stride"], hop, dev)
+                        scored[split].append({"id": r["id"], "frames": r["frames"],
+                                              "truth": t, "times": times, "scores": scores})
+                        bar.update(1)
+        threshold = gebd.best_threshold(scored[train_split], rel_dis)
+        metrics = {**gebd.f1_at(scored[test_split], threshold, rel_dis),
+                   "threshold": threshold, "videos": len(scored[test_split]),
+                   "train_f1": gebd.f1_at(scored[train_split], threshold, rel_dis)["f1"]}
+        (tmp / "boundaries.json").write_text(json.dumps(
+            {v["id"]: {"truth": v["truth"],
+                       "predicted": gebd.peaks(v["times"], v["scores"], threshold).tolist()}
+             for v in scored[test_split]}, indent=1))
+        return metrics
+
+    manifest, _ = write_eval(out, config, inputs_for(model, frames, frames_m), compute, force,
+                             str(dev))
+    m = manifest["metrics"]
+    log.info("boundary F1 %.3f (precision %.3f, recall %.3f) at rel. distance %.2f",
+             m["f1"], m["precision"], m["recall"], rel_dis)
     emit(out, manifest, as_json)

@@ -149,6 +149,7 @@ def validate(config: dict) -> None:
 def resolve(params_cls, recipe: str | None, options: dict, sets) -> dict:
     """The full config for one run (see the module docstring for the precedence)."""
     config = default_config(params_cls)
+    config["backbone"] = getattr(params_cls, "default_backbone", config["backbone"])
     if recipe:
         doc = load_recipe(recipe)
         doc.pop("method", None)           # the method itself was chosen before this call
@@ -156,6 +157,7 @@ def resolve(params_cls, recipe: str | None, options: dict, sets) -> dict:
     apply_overrides(config, list(options.items()), "command line")
     apply_overrides(config, parse_set(sets), "--set")
     validate(config)
+    _check_backbone(params_cls, config["backbone"])
     check = getattr(params_cls(**config["params"]), "validate", None)
     if check is not None:
         try:
@@ -163,6 +165,15 @@ def resolve(params_cls, recipe: str | None, options: dict, sets) -> dict:
         except ValueError as e:
             raise UsageProblem(f"params: {e}") from None
     return config
+
+
+def _check_backbone(params_cls, backbone: str) -> None:
+    """Frame methods (TCE) need a 2D backbone; clip methods take either."""
+    from vssl_cli.models import FRAME_BACKBONES
+    if getattr(params_cls, "frame_backbone", False) and \
+            backbone.partition("-")[0] not in FRAME_BACKBONES:
+        raise UsageProblem(f"this method needs a 2D frame backbone "
+                           f"({', '.join(sorted(FRAME_BACKBONES))}), not {backbone}")
 
 
 def recipe_method(recipe: str | None) -> str | None:

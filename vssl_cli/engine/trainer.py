@@ -200,6 +200,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
                 data_wait += time.perf_counter() - t_fetch
                 batch = _to_device(batch, device)
                 gen = _step_generator(device, config["seed"], step, d.rank)
+                method.progress = step / max(1, total)      # for schedules inside losses
                 with autocast:
                     loss, parts = model(batch, gen)
                 loss_value = dev.mean_over_processes(loss.detach().float())

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from vssl_cli.errors import UsageProblem
 from vssl_cli.methods.base import Method
+from vssl_cli.methods.ctrlaug import CtrlAug
 from vssl_cli.methods.simclr import SimCLR
+from vssl_cli.methods.tce import TCE
 from vssl_cli.methods.tclr import TCLR
+from vssl_cli.methods.teg import TeG
 from vssl_cli.methods.vthcl import VTHCL
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (SimCLR, TCLR, VTHCL)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (SimCLR, TCLR, VTHCL, CtrlAug, TeG, TCE)}
 
 
 def method_class(name: str) -> type[Method]:

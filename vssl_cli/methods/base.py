@@ -34,6 +34,7 @@ class Method(nn.Module):
         self.encoder = build_backbone(backbone, temporal_strides=temporal_strides)
         self.gather: Callable[[torch.Tensor], torch.Tensor] = no_gather
         self.channels_last = False
+        self.progress = 0.0        # share of training done; the engine sets it every step
 
     def forward(self, batch: dict, gen: torch.Generator | None):
         """The loss; DDP wraps ``forward``, so the engine calls the method through it."""

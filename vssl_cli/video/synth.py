@@ -31,6 +31,8 @@ CLASSES: dict[str, list[tuple[str, int]]] = {
     "RightThenUp": [("x", +1), ("y", -1)], "UpThenRight": [("y", -1), ("x", +1)],
 }
 SHAPES = ("circle", "square", "triangle", "cross")
+COLOURS = ([230, 40, 40], [40, 220, 60], [50, 80, 240], [240, 230, 40], [240, 240, 240],
+           [230, 60, 230])
 SPLITS = 3
 
 
@@ -136,8 +138,7 @@ def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
     size, frames = cfg.size, cfg.frames
     background = pool[rng.integers(len(pool))] if pool else _background(rng, size)
     shape = SHAPES[rng.integers(len(SHAPES))]
-    colours = rng.choice([[230, 40, 40], [40, 220, 60], [50, 80, 240], [240, 230, 40],
-                          [240, 240, 240], [230, 60, 230]], 2, replace=False)
+    colours = rng.choice(COLOURS, 2, replace=False)
     state, boundaries = _trajectory(CLASSES[class_name], frames, rng)
     grid = (np.mgrid[0:size, 0:size] + 0.5) / size * 2 - 1
     gy, gx = grid[0], grid[1]

@@ -1,0 +1,124 @@
+"""TCE: temporally coherent embeddings (Knights et al. 2020), ``--method tce``.
+
+A 2D CNN embeds single frames. The anchor is a random frame, its positive another frame of
+the same video at most ``window`` frames away (the world is smooth in time); negatives
+are other videos, taken from a memory bank holding each video's latest anchor embedding.
+Hard negative mining: only bank entries whose cosine to the anchor is below a threshold
+may be negatives, the hardest of them first (up to ``max_hard`` of the ``negatives``),
+the rest random. The threshold rises over training from ``threshold_low`` to
+``threshold_high`` as lo + (hi - lo)(1 - exp(-rate * progress)), so negatives start random
+and end up close to the anchor (as in the official code). Evaluation averages frame
+embeddings over the video (``clip_len`` frames per clip, ``stride`` apart).
+The official code's auxiliary rotation-prediction loss is not part of the method as
+METHODS.md describes it and is left out.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vssl_cli.methods.base import Method
+from vssl_cli.models import FRAME_BACKBONES, ProjectionHead
+
+
+@dataclasses.dataclass
+class TCEParams:
+    default_backbone: ClassVar[str] = "resnet18"
+    frame_backbone: ClassVar[bool] = True
+    clip_len: int = 8              # frames per evaluation clip (averaged)
+    stride: int = 4
+    window: int = 8                # positive: a frame at most this far from the anchor
+    tau: float = 0.07
+    proj_dim: int = 128
+    negatives: int = 8192
+    max_hard: float = 1.0          # share of the negatives that may be mined
+    threshold_low: float = -1.0
+    threshold_high: float = 1.0
+    threshold_rate: float = 5.0
+
+    def validate(self):
+        if self.window < 1:
+            raise ValueError("window must be at least 1 frame")
+        if not 0 <= self.max_hard <= 1:
+            raise ValueError("max_hard must be between 0 and 1")
+
+
+def nearby_pair(num_frames: int, window: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """[anchor], [positive]: two distinct frames at most ``window`` apart when possible."""
+    anchor = int(rng.integers(num_frames))
+    lo, hi = max(0, anchor - window), min(num_frames - 1, anchor + window)
+    choices = [f for f in range(lo, hi + 1) if f != anchor] or [anchor]
+    return [np.array([anchor]), np.array([choices[int(rng.integers(len(choices)))]])]
+
+
+def mining_threshold(progress: float, low: float, high: float, rate: float) -> float:
+    return low + (high - low) * (1 - math.exp(-rate * progress))
+
+
+def mine_negatives(anchor: torch.Tensor, bank: torch.Tensor, own: torch.Tensor, count: int,
+                   threshold: float, max_hard: float, gen: torch.Generator | None
+                   ) -> torch.Tensor:
+    """(B, count) bank rows: the hardest rows with cosine < threshold (at most
+    ``max_hard * count``), then random rows. A random draw may hit the anchor's own row;
+    the loss masks those."""
+    b, n = anchor.shape[0], bank.shape[0]
+    draw = torch.randint(0, n, (b, count), generator=gen,
+                         device=gen.device if gen is not None else bank.device).to(bank.device)
+    hard_count = min(int(max_hard * count), n - 1)
+    if hard_count == 0:
+        return draw
+    with torch.no_grad():
+        sims = anchor.detach() @ bank.T
+        blocked = (sims >= threshold) | F.one_hot(own, n).bool()
+        scores, hardest = sims.masked_fill(blocked, -math.inf).topk(hard_count, dim=1)
+    usable = torch.isfinite(scores)
+    draw[:, :hard_count] = torch.where(usable, hardest, draw[:, :hard_count])
+    return draw
+
+
+class TCE(Method):
+    name = "tce"
+    Params = TCEParams
+
+    def __init__(self, params: TCEParams, backbone, aug, temporal_strides=None):
+        params.validate()
+        if backbone.partition("-")[0] not in FRAME_BACKBONES:
+            raise ValueError(f"tce needs a 2D frame backbone, not {backbone}")
+        super().__init__(params, backbone, aug, temporal_strides)
+        self.head = ProjectionHead(self.encoder.out_dim, params.proj_dim)
+        self.bank_size = 0
+
+    def attach_dataset(self, size: int) -> None:
+        self.bank_size = size
+        bank = F.normalize(torch.randn(size, self.params.proj_dim), dim=1)
+        self.register_buffer("bank", bank.to(next(self.parameters()).device))
+
+    def views(self, num_frames, rng):
+        return nearby_pair(num_frames, self.params.window, rng)
+
+    def loss(self, batch, gen):
+        p = self.params
+        if not self.bank_size:
+            raise RuntimeError("tce needs attach_dataset() before training")
+        x1, _ = self.augmented(batch["clips"][0], batch, gen)
+        x2, _ = self.augmented(batch["clips"][1], batch, gen)
+        z = F.normalize(self.head(self.encoder(torch.cat([x1, x2]))["pooled"]).float(), dim=1)
+        anchor, positive = z.chunk(2)
+        index = batch["index"].to(anchor.device)
+        count = min(p.negatives, self.bank_size - 1)
+        threshold = mining_threshold(self.progress, p.threshold_low, p.threshold_high,
+                                     p.threshold_rate)
+        neg = mine_negatives(anchor, self.bank, index, count, threshold, p.max_hard, gen)
+        neg_logits = torch.einsum("bd,bkd->bk", anchor, self.bank[neg])
+        neg_logits = neg_logits.masked_fill(neg == index[:, None], -math.inf)
+        logits = torch.cat([(anchor * positive).sum(1, keepdim=True), neg_logits], 1) / p.tau
+        loss = F.cross_entropy(logits, torch.zeros_like(index))
+        with torch.no_grad():            # the bank holds each video's latest anchor
+            from vssl_cli.engine.device import all_gather_detached
+            self.bank[all_gather_detached(index)] = all_gather_detached(anchor)
+        return loss, {"nce": float(loss.detach()), "threshold": threshold}
