@@ -47,7 +47,7 @@ demo: install
 RUNS    ?= runs
 SPLIT   ?= 1
 EXTRACT ?= --short-side 128 -j 8
-PAPER_METHODS := simclr tclr vthcl
+PAPER_METHODS := simclr tclr vthcl ctrlaug teg teg-ps tce
 STORES  := $(RUNS)/ucf101.zarr $(RUNS)/hmdb51.zarr $(RUNS)/k400.zarr
 # $(1) run, $(2) frame store, $(3) name of the evaluation set
 evaluate = $(BIN)/vssl probe $(1) --data $(2) -o $(1)/probe-$(3) >/dev/null && \

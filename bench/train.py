@@ -55,7 +55,7 @@ def full_step_rate(store: Path, config: dict) -> float:
     """The engine's clips/s over the second half of the run (the first half warms up)."""
     torch.manual_seed(0)
     method = SimCLR.from_config(config)
-    dataset = ClipDataset(str(store), method.views, "all", 0)
+    dataset = ClipDataset(str(store), method.view_sampler(), "all", 0)
     records = []
     train(method, dataset, config, None, on_log=records.append)
     return records[-1]["clips_per_s"]
@@ -66,7 +66,7 @@ def compute_only_rate(store: Path, config: dict, steps: int) -> float:
     device = resolve_device(config["device"])
     torch.manual_seed(0)
     method = SimCLR.from_config(config).to(device).train()
-    dataset = ClipDataset(str(store), method.views, "all", 0)
+    dataset = ClipDataset(str(store), method.view_sampler(), "all", 0)
     from vssl_cli.data.dataset import collate_clips
     batch = collate_clips([dataset[i % len(dataset)] for i in range(config["batch_size"])])
     batch = {**batch, "clips": [c.to(device) for c in batch["clips"]]}

@@ -183,3 +183,75 @@ def test_vthcl_run_exports_correspondence_heatmaps(random_run, tiny_frames, tmp_
     assert not np.allclose(image[:32], image[32:])             # the heatmap is drawn
     proc = run_vssl("export", random_run, "--format", "icm", "--data", tiny_frames, check=2)
     assert "needs a vthcl run" in proc.stderr
+
+
+# --- event boundaries ------------------------------------------------------------------------
+
+def test_boundary_peaks_and_gebd_matching():
+    from vssl_cli.evaluate.boundary import f1_at, match_counts, peaks
+    times = np.arange(10.0)
+    scores = np.array([0, 1, 0, 0, 3, 2, 0, 0, 0.5, 0])
+    assert peaks(times, scores, 0.4).tolist() == [1, 4, 8]
+    assert peaks(times, scores, 1.5).tolist() == [4]
+    # each truth matches once; tolerance is inclusive
+    assert match_counts(np.array([10, 12, 30]), [11, 40], 2) == (1, 3, 2)
+    assert match_counts(np.array([10, 12]), [11, 13], 2) == (2, 2, 2)
+    video = {"times": times, "scores": scores, "truth": [4.0, 8.0], "frames": 100}
+    m = f1_at([video], 0.4, 0.05)                   # tolerance 5 frames: 2 of 3 predictions hit
+    assert m["precision"] == 2 / 3 and m["recall"] == 1 and abs(m["f1"] - 0.8) < 1e-9
+    assert f1_at([video], 5, 0.05)["f1"] == 0.0
+
+
+def test_boundary_truth_accepts_synth_json_and_rescales_frame_rates(tmp_path):
+    from vssl_cli.errors import VsslError
+    from vssl_cli.evaluate.boundary import load_boundaries, truth_for
+    synth = tmp_path / "synth.json"
+    synth.write_text(json.dumps({"videos": [{"video": "A/v_a.mp4", "boundaries": [24]}]}))
+    table = load_boundaries(str(synth))
+    assert truth_for({"id": "A/v_a", "fps": 12.5, "orig_fps": 25.0}, table) == [12.0]
+    assert truth_for({"id": "B/v_b", "fps": 25.0}, table) is None
+    plain = tmp_path / "b.json"
+    plain.write_text(json.dumps({"B/v_b": [3, 9]}))
+    assert truth_for({"id": "B/v_b", "fps": 25.0}, load_boundaries(str(plain))) == [3.0, 9.0]
+    plain.write_text("[1, 2]")
+    with pytest.raises(VsslError, match="boundaries must be"):
+        load_boundaries(str(plain))
+
+
+def test_probe_boundary_task_reports_f1(random_run, tiny_frames, synth_dir, tmp_path):
+    out = tmp_path / "gebd"
+    proc = run_vssl("probe", random_run, "--data", tiny_frames, "--task", "boundary",
+                    "--boundaries", synth_dir / "synth.json", "--hop", "2", "-o", out, check=0)
+    assert proc.stdout.strip() == str(out)
+    m = manifest_of(out)["metrics"]
+    assert 0 <= m["f1"] <= 1 and m["boundaries"] == 2          # 2 two-part classes x 1 test video
+    predicted = json.loads((out / "boundaries.json").read_text())
+    assert len(predicted) == 10
+    proc = run_vssl("probe", random_run, "--data", tiny_frames, "--task", "boundary", check=2)
+    assert "needs --boundaries" in proc.stderr
+
+
+def test_a_failed_write_keeps_the_existing_artifact(random_run, tmp_path):
+    """Disk full, simulated by a file-size limit: one clear line, the old export intact."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    out = tmp_path / "export"
+    run_vssl("export", random_run, "--format", "safetensors", "-o", out, check=0)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)      # EFBIG instead of a kill
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = subprocess.run([sys.executable, "-m", "vssl_cli", "export", str(random_run),
+                           "--format", "safetensors", "-o", str(out), "--force"], cwd=ROOT,
+                          capture_output=True, text=True, preexec_fn=small_files)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "File too large" in lines[0], proc.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("export",)]   # no temp left

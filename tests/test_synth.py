@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import read_json, run_vssl
+from vssl_cli.errors import VsslError
 from vssl_cli.video.synth import CLASSES, SynthConfig, _background, render, synthesize
 
 
@@ -70,3 +71,23 @@ def test_cli_rerun_is_noop_and_bad_size_rejected(tmp_path):
     assert (out / "synth.json").stat().st_mtime_ns == mtime
     proc = run_vssl("synth", tmp_path / "t", "--size", "33", check=1)
     assert "even number" in proc.stderr
+
+
+def test_appearance_pool_limits_what_tells_videos_apart():
+    from vssl_cli.video.synth import background_pool
+    cfg = SynthConfig(backgrounds=2, shapes=1, colours=2, size=32, frames=4)
+    pool = background_pool(cfg)
+    assert len(pool) == 2
+    seen = set()
+    for seed in range(12):
+        frames, note = render("MoveRight", cfg, np.random.default_rng(seed), pool)
+        assert note["shape"] == "circle"
+        corner = frames[0, 0, 0].astype(int)          # a background pixel
+        seen.add(tuple(corner // 8))
+        colours = {tuple(c) for c in frames[0].reshape(-1, 3)}
+        assert (230, 40, 40) in colours or (40, 220, 60) in colours
+    assert len(seen) <= 2                              # only the pool's backgrounds
+    with pytest.raises(VsslError, match="--shapes"):
+        SynthConfig(shapes=9).validate()
+    with pytest.raises(VsslError, match="--colours"):
+        SynthConfig(colours=1).validate()

@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except BrokenPipeError:
         sys.exit(1)
+    except OSError as e:      # disk full, permissions, a vanished file: not a bug
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"{name}: error: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(1)
     except Exception as e:  # a bug: one line by default, the traceback with -v
         if "-v" in argv or "--verbose" in argv or "-vv" in argv:
             traceback.print_exc()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from vssl_cli.cli.common import emit, json_option, log, progress_bar, workers_option
-from vssl_cli.video.synth import CLASSES, SynthConfig, synthesize
+from vssl_cli.video.synth import CLASSES, COLOURS, SHAPES, SynthConfig, synthesize
 
 
 @click.command("synth")
@@ -23,10 +23,14 @@ from vssl_cli.video.synth import CLASSES, SynthConfig, synthesize
               help="Random seed; the same seed writes the same videos.")
 @click.option("--backgrounds", type=click.IntRange(0), default=8, show_default=True,
               help="Backgrounds shared by all classes (0: a new one per video).")
+@click.option("--shapes", type=click.IntRange(1, len(SHAPES)), default=len(SHAPES),
+              show_default=True, help="Shapes to draw from (circle, square, triangle, cross).")
+@click.option("--colours", type=click.IntRange(2, len(COLOURS)), default=len(COLOURS),
+              show_default=True, help="Palette size a shape's two colours come from.")
 @workers_option(default=2, help="Videos rendered and encoded in parallel.")
 @json_option
 def synth_command(out_dir, classes, videos_per_class, frames, size, fps, seed, backgrounds,
-                  workers, as_json):
+                  shapes, colours, workers, as_json):
     """Write a small labelled video dataset to OUT_DIR and print its path.
 
     Classes differ only by motion (direction, rotation, zoom, order of two movements) of a
@@ -34,7 +38,8 @@ def synth_command(out_dir, classes, videos_per_class, frames, size, fps, seed, b
     ucfTrainTestlist/ with 3 splits), so `vssl extract OUT_DIR` reads it directly;
     synth.json records each video's motion segments and boundary frames.
     """
-    cfg = SynthConfig(classes, videos_per_class, frames, size, fps, seed, backgrounds)
+    cfg = SynthConfig(classes, videos_per_class, frames, size, fps, seed, backgrounds, shapes,
+                      colours)
     with progress_bar(classes * videos_per_class, "synth") as bar:
         path, built = synthesize(out_dir, cfg, workers, progress=bar.update)
     log.info("%s %s", "wrote" if built else "up to date:", path)

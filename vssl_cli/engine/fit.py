@@ -98,7 +98,8 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
     method = build()
     if prepare_model is not None:
         prepare_model(method)
-    dataset = ClipDataset(frames, method.views, config["split"], config["seed"], dataset_ids)
+    dataset = ClipDataset(frames, method.view_sampler(), config["split"], config["seed"],
+                          dataset_ids)
     method.attach_dataset(len(dataset))
     log.info("%s: %d training videos, %s on %s", config["method"], len(dataset),
              config["backbone"], device)

@@ -8,6 +8,7 @@ device (``loss``), where it also runs the batched augmentations. The engine sets
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, ClassVar
 
 import numpy as np
@@ -20,6 +21,17 @@ from vssl_cli.models import FRAME_BACKBONES, build_backbone
 
 def no_gather(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSampler:
+    """What DataLoader workers need to sample views: the method's class and params, not
+    its weights (pickling a model with hundreds of tensors to each worker fails)."""
+    method: type
+    params: object
+
+    def __call__(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        return self.method.sample_views(self.params, num_frames, rng)
 
 
 class Method(nn.Module):
@@ -64,7 +76,15 @@ class Method(nn.Module):
         with per-video state, such as memory banks, size it here)."""
 
     def views(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        return self.sample_views(self.params, num_frames, rng)
+
+    @staticmethod
+    def sample_views(params, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """Frame indices of every view of one video (runs in DataLoader workers)."""
         raise NotImplementedError
+
+    def view_sampler(self) -> "ViewSampler":
+        return ViewSampler(type(self), self.params)
 
     def loss(self, batch: dict, gen: torch.Generator | None
              ) -> tuple[torch.Tensor, dict[str, float]]:

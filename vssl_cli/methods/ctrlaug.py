@@ -211,8 +211,8 @@ class CtrlAug(Method):
         self.order_head = OrderHead(params.td_head, d, params.n_local, d)
         self.global_to_order = nn.Linear(d, d)
 
-    def views(self, num_frames, rng):
-        p = self.params
+    @staticmethod
+    def sample_views(p, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
         return local_global_views(num_frames, p.clip_len, p.stride, p.n_local, p.global_len,
                                   rng)
 

@@ -41,8 +41,8 @@ class SimCLR(Method):
         dim = self.encoder.out_dim
         self.head = ProjectionHead(dim, params.proj_dim, params.proj_hidden or dim)
 
-    def views(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
-        p = self.params
+    @staticmethod
+    def sample_views(p, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
         if p.gap == "cvrl":
             a, b, _ = cvrl_pair(num_frames, p.clip_len, p.stride, rng)
             return [a, b]

@@ -35,8 +35,8 @@ class Supervised(Method):
         self.classifier = nn.Sequential(nn.Dropout(params.dropout),
                                         nn.Linear(self.encoder.out_dim, params.num_classes))
 
-    def views(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
-        p = self.params
+    @staticmethod
+    def sample_views(p, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
         return [random_clip(num_frames, p.clip_len, p.stride, rng)]
 
     def logits(self, x):

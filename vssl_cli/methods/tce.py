@@ -98,8 +98,9 @@ class TCE(Method):
         bank = F.normalize(torch.randn(size, self.params.proj_dim), dim=1)
         self.register_buffer("bank", bank.to(next(self.parameters()).device))
 
-    def views(self, num_frames, rng):
-        return nearby_pair(num_frames, self.params.window, rng)
+    @staticmethod
+    def sample_views(p, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
+        return nearby_pair(num_frames, p.window, rng)
 
     def loss(self, batch, gen):
         p = self.params

@@ -79,8 +79,8 @@ class TCLR(Method):
         dim = self.encoder.out_dim
         self.head = ProjectionHead(dim, params.proj_dim, dim)
 
-    def views(self, num_frames, rng):
-        p = self.params
+    @staticmethod
+    def sample_views(p, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
         return tclr_views(num_frames, p.clip_len, p.stride, p.n_local, rng)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:

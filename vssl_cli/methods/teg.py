@@ -84,8 +84,8 @@ class TeG(Method):
         self.coarse_head = ProjectionHead(dim, params.proj_dim)
         self.fine_head = ProjectionHead(dim, params.proj_dim)
 
-    def views(self, num_frames, rng):
-        p = self.params
+    @staticmethod
+    def sample_views(p, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
         return long_short_views(num_frames, p.clip_len, p.long_len, p.stride, p.step_frames,
                                 rng)
 

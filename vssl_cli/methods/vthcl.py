@@ -110,8 +110,8 @@ class VTHCL(Method):
             bank = F.normalize(torch.randn(size, self.params.proj_dim), dim=1)
             self.register_buffer(f"bank_{key}", bank.to(next(self.parameters()).device))
 
-    def views(self, num_frames, rng):
-        p = self.params
+    @staticmethod
+    def sample_views(p, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
         return tempo_views(num_frames, p.clip_len, p.stride, p.alpha, rng)
 
     def embed(self, maps: dict, path: str) -> dict[str, torch.Tensor]:

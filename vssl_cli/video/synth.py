@@ -1,6 +1,7 @@
 """A small labelled video dataset whose classes differ only by motion.
 
-Every video shows one two-tone shape on a random textured background; the class is how
+Every video shows one two-tone shape on a textured background drawn from a small pool
+shared by all classes (so the scene does not single a video out); the class is how
 the shape moves (direction, rotation, zoom, or the order of two sub-movements), so a
 model must look at time, not at a single frame, to tell the classes apart. Videos are
 encoded by ffmpeg and laid out like UCF101 (class folders, classInd.txt and
@@ -45,6 +46,8 @@ class SynthConfig:
     fps: int = 25
     seed: int = 0
     backgrounds: int = 8          # shared by all classes; 0: a new one for every video
+    shapes: int = len(SHAPES)     # the first N shapes
+    colours: int = len(COLOURS)   # a video's two colours come from the first N
 
     def validate(self):
         if not 1 <= self.classes <= len(CLASSES):
@@ -53,6 +56,10 @@ class SynthConfig:
             raise VsslError(f"--videos-per-class must be at least {SPLITS} (one per split group)")
         if self.size < 16 or self.size % 2:
             raise VsslError("--size must be an even number >= 16")
+        if not 1 <= self.shapes <= len(SHAPES):
+            raise VsslError(f"--shapes must be between 1 and {len(SHAPES)}")
+        if not 2 <= self.colours <= len(COLOURS):
+            raise VsslError(f"--colours must be between 2 and {len(COLOURS)}")
         if self.backgrounds < 0:
             raise VsslError("--backgrounds must be 0 or more")
         if self.frames < 4:
@@ -137,8 +144,8 @@ def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
     """Frames (T, S, S, 3) uint8 for one video of ``class_name`` plus its annotation."""
     size, frames = cfg.size, cfg.frames
     background = pool[rng.integers(len(pool))] if pool else _background(rng, size)
-    shape = SHAPES[rng.integers(len(SHAPES))]
-    colours = rng.choice(COLOURS, 2, replace=False)
+    shape = SHAPES[rng.integers(cfg.shapes)]
+    colours = rng.choice(COLOURS[:cfg.colours], 2, replace=False)
     state, boundaries = _trajectory(CLASSES[class_name], frames, rng)
     grid = (np.mgrid[0:size, 0:size] + 0.5) / size * 2 - 1
     gy, gx = grid[0], grid[1]
