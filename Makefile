@@ -88,6 +88,9 @@ bench: install
 	$(BIN)/python bench/extract.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/train.py
+	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/methods.py
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info

@@ -91,3 +91,15 @@ def test_appearance_pool_limits_what_tells_videos_apart():
         SynthConfig(shapes=9).validate()
     with pytest.raises(VsslError, match="--colours"):
         SynthConfig(colours=1).validate()
+
+
+def test_drift_changes_appearance_over_the_video_but_not_the_motion():
+    from vssl_cli.video.synth import background_pool
+    plain = SynthConfig(size=32, frames=8)
+    drift = SynthConfig(size=32, frames=8, drift=True)
+    pool = background_pool(plain)
+    a, note_a = render("MoveUp", plain, np.random.default_rng(5), pool)
+    b, note_b = render("MoveUp", drift, np.random.default_rng(5), pool)
+    assert note_a == note_b
+    assert np.array_equal(a[0], b[0])                  # same start ...
+    assert np.abs(a[-1].astype(int) - b[-1].astype(int)).mean() > 5   # ... other look at the end

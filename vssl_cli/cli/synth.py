@@ -27,10 +27,13 @@ from vssl_cli.video.synth import CLASSES, COLOURS, SHAPES, SynthConfig, synthesi
               show_default=True, help="Shapes to draw from (circle, square, triangle, cross).")
 @click.option("--colours", type=click.IntRange(2, len(COLOURS)), default=len(COLOURS),
               show_default=True, help="Palette size a shape's two colours come from.")
+@click.option("--drift/--no-drift", default=False, show_default=True,
+              help="Cross-fade each video's background and colours to others over its "
+                   "length, so only motion stays the same within a video.")
 @workers_option(default=2, help="Videos rendered and encoded in parallel.")
 @json_option
 def synth_command(out_dir, classes, videos_per_class, frames, size, fps, seed, backgrounds,
-                  shapes, colours, workers, as_json):
+                  shapes, colours, drift, workers, as_json):
     """Write a small labelled video dataset to OUT_DIR and print its path.
 
     Classes differ only by motion (direction, rotation, zoom, order of two movements) of a
@@ -39,7 +42,7 @@ def synth_command(out_dir, classes, videos_per_class, frames, size, fps, seed, b
     synth.json records each video's motion segments and boundary frames.
     """
     cfg = SynthConfig(classes, videos_per_class, frames, size, fps, seed, backgrounds, shapes,
-                      colours)
+                      colours, drift)
     with progress_bar(classes * videos_per_class, "synth") as bar:
         path, built = synthesize(out_dir, cfg, workers, progress=bar.update)
     log.info("%s %s", "wrote" if built else "up to date:", path)

@@ -48,6 +48,7 @@ class SynthConfig:
     backgrounds: int = 8          # shared by all classes; 0: a new one for every video
     shapes: int = len(SHAPES)     # the first N shapes
     colours: int = len(COLOURS)   # a video's two colours come from the first N
+    drift: bool = False           # appearance changes over each video (motion does not)
 
     def validate(self):
         if not 1 <= self.classes <= len(CLASSES):
@@ -147,6 +148,11 @@ def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
     shape = SHAPES[rng.integers(cfg.shapes)]
     colours = rng.choice(COLOURS[:cfg.colours], 2, replace=False)
     state, boundaries = _trajectory(CLASSES[class_name], frames, rng)
+    fade = np.zeros(frames)
+    if cfg.drift:     # cross-fade to a second background and a second pair of colours
+        end_background = pool[rng.integers(len(pool))] if pool else _background(rng, size)
+        end_colours = rng.choice(COLOURS[:cfg.colours], 2, replace=False)
+        fade = np.linspace(0, 1, frames)
     grid = (np.mgrid[0:size, 0:size] + 0.5) / size * 2 - 1
     gy, gx = grid[0], grid[1]
     out = np.empty((frames, size, size, 3), np.uint8)
@@ -155,9 +161,11 @@ def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
         lx = (c * (gx - cx) + s * (gy - cy)) / scale
         ly = (-s * (gx - cx) + c * (gy - cy)) / scale
         mask = _inside(shape, lx, ly)
-        frame = background.copy()
-        frame[mask & (lx >= 0)] = colours[0]
-        frame[mask & (lx < 0)] = colours[1]
+        w = fade[t]
+        frame = background * (1 - w) + end_background * w if w else background.copy()
+        pair = colours * (1 - w) + end_colours * w if w else colours
+        frame[mask & (lx >= 0)] = pair[0]
+        frame[mask & (lx < 0)] = pair[1]
         out[t] = frame.clip(0, 255)
     segments = [{"motion": f"{k}{'+' if s > 0 else '-'}"} for k, s in CLASSES[class_name]]
     return out, {"class": class_name, "shape": shape, "segments": segments,

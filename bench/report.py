@@ -1,0 +1,56 @@
+"""bench/results/README.md: every benchmark's headline figure as a ratio to its limit.
+
+Reads the JSON files the benchmarks wrote (extract, store, train, retrieval, methods) and
+writes one markdown table, so `make bench` ends with a readable summary.
+"""
+from __future__ import annotations
+
+import json
+
+from common import RESULTS
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def rows() -> list[tuple[str, str, str, str]]:
+    out = []
+    if (e := _load("extract")):
+        r = e["ratios"]
+        out += [("extract, 1 worker", "plain `ffmpeg -f null`, equal threads",
+                 f"{r['vssl_j1_vs_ffmpeg_equal_threads']:.2f}x", ">= 0.8x"),
+                ("extract scaling, 2 workers vs 1", "linear (2x)",
+                 f"{r['scaling_j2_vs_j1']:.2f}x", "~2x"),
+                ("extract peak memory, 10x longer video", "same memory",
+                 f"{e['peak_rss_mib']['ratio_long_vs_short']:.2f}x", "~1x")]
+    if (t := _load("train")):
+        out += [("pretrain step (full data path)", "forward+backward alone",
+                 f"{1 - t['data_path_overhead']:.2f}x ({t['data_path_overhead']:.0%} overhead, "
+                 f"{t['device']})", "> 0.9x"),
+                ("clip read from the store", "decoding the mp4",
+                 f"{t['read_vs_decode']:.1f}x", ">= 10x")]
+    if (r := _load("retrieval")):
+        out.append(("exact retrieval search", "bare matmul, same sizes",
+                    f"{r['search_vs_matmul']:.2f}x ({r['config']['gallery']} videos, "
+                    f"{r['device']})", "~1x"))
+    if (m := _load("methods")):
+        for name, row in m["methods"].items():
+            p, q = row["pretrained"], row["random"]
+            out.append((f"{name} linear probe (synth, {m['appearance']})",
+                        "random init, same encoder",
+                        f"{p['top1']:.3f} vs {q['top1']:.3f}", "higher"))
+    return out
+
+
+def main():
+    lines = ["# Benchmark summary", "", "Written by `bench/report.py` from the JSON files here.",
+             "", "| measure | limit / baseline | result | target |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows()]
+    (RESULTS / "README.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
