@@ -15,7 +15,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from common import ROOT, save
@@ -78,10 +77,9 @@ def main():
     for name in args.methods.split(","):
         method = ["--method", name] if "--method" not in SETTINGS[name] else []
         common = [frames, "--recipe", recipe, *method, *SETTINGS[name]]
-        t0 = time.perf_counter()
         run = Path(vssl("pretrain", *common, "-o", work / name, "--epochs", args.epochs))
-        seconds = time.perf_counter() - t0
-        spec = json.loads((run / "manifest.json").read_text())["outputs"]["encoder"]
+        manifest = json.loads((run / "manifest.json").read_text())
+        spec, seconds = manifest["outputs"]["encoder"], manifest["metrics"]["wall_s_this_session"]
         key = f"{spec['backbone']} strides {spec['temporal_strides'] or 'default'}"
         if key not in randoms:
             rand = vssl("pretrain", *common, "-o", work / f"random-{name}", "--epochs", 0)
