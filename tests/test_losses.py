@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vssl_cli.losses import MemoryBank, info_nce, nt_xent, soft_info_nce
+from vssl_cli.losses import info_nce, nt_xent, soft_info_nce
 
 
 def h(u, v, tau):
@@ -69,17 +69,3 @@ def test_soft_target_reduces_to_info_nce_for_one_hot():
                                                     sum(h(a[i], c[k], 0.1) for k in range(7)))
                        for j in range(7)) for i in range(4)) / 4
     assert soft_info_nce(a, c, soft, 0.1).item() == pytest.approx(by_hand, rel=1e-5)
-
-
-def test_memory_bank_ema_and_negatives():
-    g = torch.Generator().manual_seed(0)
-    bank = MemoryBank(10, 4, momentum=0.5, generator=g)
-    old = bank.bank[3].clone()
-    new = F.normalize(torch.randn(1, 4), dim=1)
-    bank.update(torch.tensor([3]), new)
-    assert torch.allclose(bank.bank[3], F.normalize(0.5 * old + 0.5 * new[0], dim=0))
-    assert torch.allclose(bank.bank.norm(dim=1), torch.ones(10))
-    negs = bank.negatives(200, exclude=torch.tensor([0, 1, 2]))
-    assert negs.shape == (200, 4)
-    for row in negs:
-        assert not any(torch.equal(row, bank.bank[k]) for k in (0, 1, 2))

@@ -6,7 +6,6 @@ Notation follows ../shared/METHODS.md: h(u, v) = exp(cos(u, v) / tau).
   negatives.
 - ``soft_info_nce``: cross-entropy against a soft target distribution over candidates
   (controllable augmentations' region contrast).
-- ``MemoryBank``: EMA feature bank with sampled negatives (VTHCL).
 """
 from __future__ import annotations
 
@@ -49,30 +48,3 @@ def soft_info_nce(anchors: torch.Tensor, candidates: torch.Tensor, target: torch
     """
     log_p = F.log_softmax(similarity(anchors, candidates, tau), dim=1)
     return -(target * log_p).sum(1).mean()
-
-
-class MemoryBank:
-    """One L2-normalised feature per dataset item, updated as an exponential moving average
-    x_bank = m * x_bank + (1 - m) * x_current, and a source of random negatives."""
-
-    def __init__(self, size: int, dim: int, momentum: float = 0.5, device=None,
-                 generator: torch.Generator | None = None):
-        self.momentum, self.generator = momentum, generator
-        self.bank = F.normalize(torch.randn(size, dim, generator=generator).to(device), dim=1)
-
-    @torch.no_grad()
-    def update(self, index: torch.Tensor, features: torch.Tensor) -> None:
-        mixed = self.momentum * self.bank[index] + (1 - self.momentum) * features.detach()
-        self.bank[index] = F.normalize(mixed, dim=1)
-
-    def negatives(self, count: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
-        """``count`` random entries (with replacement), avoiding ``exclude`` indices."""
-        idx = torch.randint(0, self.bank.shape[0], (count,), generator=self.generator)
-        idx = idx.to(self.bank.device)
-        if exclude is not None and len(exclude):
-            clash = torch.isin(idx, exclude)
-            while clash.any():
-                idx[clash] = torch.randint(0, self.bank.shape[0], (int(clash.sum()),),
-                                           generator=self.generator).to(self.bank.device)
-                clash = torch.isin(idx, exclude)
-        return self.bank[idx]

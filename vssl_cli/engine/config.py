@@ -169,9 +169,8 @@ def resolve(params_cls, recipe: str | None, options: dict, sets) -> dict:
 
 def _check_backbone(params_cls, backbone: str) -> None:
     """Frame methods (TCE) need a 2D backbone; clip methods take either."""
-    from vssl_cli.models import FRAME_BACKBONES
-    if getattr(params_cls, "frame_backbone", False) and \
-            backbone.partition("-")[0] not in FRAME_BACKBONES:
+    from vssl_cli.models import FRAME_BACKBONES, is_frame_backbone
+    if getattr(params_cls, "frame_backbone", False) and not is_frame_backbone(backbone):
         raise UsageProblem(f"this method needs a 2D frame backbone "
                            f"({', '.join(sorted(FRAME_BACKBONES))}), not {backbone}")
 

@@ -13,10 +13,11 @@ from typing import Callable, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vssl_cli.data.augment import AugConfig, augment
-from vssl_cli.models import FRAME_BACKBONES, build_backbone
+from vssl_cli.models import build_backbone, is_frame_backbone
 
 
 def no_gather(x: torch.Tensor) -> torch.Tensor:
@@ -41,6 +42,11 @@ class Method(nn.Module):
     def __init__(self, params, backbone: str, aug: AugConfig,
                  temporal_strides: tuple[int, int, int, int] | None = None):
         super().__init__()
+        validate = getattr(params, "validate", None)
+        if validate is not None:
+            validate()
+        if getattr(params, "frame_backbone", False) and not is_frame_backbone(backbone):
+            raise ValueError(f"{self.name} needs a 2D frame backbone, not {backbone}")
         self.params, self.aug, self.backbone_name = params, aug, backbone
         self.temporal_strides = temporal_strides
         self.encoder = build_backbone(backbone, temporal_strides=temporal_strides)
@@ -59,7 +65,7 @@ class Method(nn.Module):
 
     @property
     def frame_model(self) -> bool:
-        return self.backbone_name.partition("-")[0] in FRAME_BACKBONES
+        return is_frame_backbone(self.backbone_name)
 
     def encoder_spec(self) -> dict:
         """How to rebuild and feed the encoder: stored in the model manifest so that
@@ -74,6 +80,22 @@ class Method(nn.Module):
     def attach_dataset(self, size: int) -> None:
         """Called with the number of training videos before training or resuming (methods
         with per-video state, such as memory banks, size it here)."""
+
+    def register_bank(self, name: str, size: int, dim: int) -> None:
+        """A memory bank: one random unit row per training video, kept as a buffer so that
+        checkpoints carry it and a resumed run continues exactly."""
+        rows = F.normalize(torch.randn(size, dim), dim=1)
+        self.register_buffer(name, rows.to(next(self.parameters()).device))
+
+    @torch.no_grad()
+    def update_bank(self, name: str, index: torch.Tensor, features: torch.Tensor,
+                    momentum: float = 0.0) -> None:
+        """bank[i] = normalise(m bank[i] + (1 - m) x_i) (m = 0 replaces); under DDP every
+        process applies every process's rows, so the banks stay identical."""
+        from vssl_cli.engine.device import all_gather_detached
+        bank = getattr(self, name)
+        index, features = all_gather_detached(index), all_gather_detached(features)
+        bank[index] = F.normalize(momentum * bank[index] + (1 - momentum) * features, dim=1)
 
     def views(self, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
         return self.sample_views(self.params, num_frames, rng)

@@ -195,7 +195,6 @@ class CtrlAug(Method):
     Params = CtrlAugParams
 
     def __init__(self, params: CtrlAugParams, backbone, aug, temporal_strides=None):
-        params.validate()
         super().__init__(params, backbone, aug, temporal_strides)
         strides = temporal_strides or self.encoder.spec.temporal_strides
         # Same weights, temporal stride 1 in the last three stages. Only parameters are

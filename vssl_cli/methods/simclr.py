@@ -36,7 +36,6 @@ class SimCLR(Method):
     Params = SimCLRParams
 
     def __init__(self, params: SimCLRParams, backbone, aug, temporal_strides=None):
-        params.validate()
         super().__init__(params, backbone, aug, temporal_strides)
         dim = self.encoder.out_dim
         self.head = ProjectionHead(dim, params.proj_dim, params.proj_hidden or dim)

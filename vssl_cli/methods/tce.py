@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from vssl_cli.methods.base import Method
-from vssl_cli.models import FRAME_BACKBONES, ProjectionHead
+from vssl_cli.models import ProjectionHead
 
 
 @dataclasses.dataclass
@@ -86,17 +86,13 @@ class TCE(Method):
     Params = TCEParams
 
     def __init__(self, params: TCEParams, backbone, aug, temporal_strides=None):
-        params.validate()
-        if backbone.partition("-")[0] not in FRAME_BACKBONES:
-            raise ValueError(f"tce needs a 2D frame backbone, not {backbone}")
         super().__init__(params, backbone, aug, temporal_strides)
         self.head = ProjectionHead(self.encoder.out_dim, params.proj_dim)
         self.bank_size = 0
 
     def attach_dataset(self, size: int) -> None:
         self.bank_size = size
-        bank = F.normalize(torch.randn(size, self.params.proj_dim), dim=1)
-        self.register_buffer("bank", bank.to(next(self.parameters()).device))
+        self.register_bank("bank", size, self.params.proj_dim)
 
     @staticmethod
     def sample_views(p, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -119,7 +115,5 @@ class TCE(Method):
         neg_logits = neg_logits.masked_fill(neg == index[:, None], -math.inf)
         logits = torch.cat([(anchor * positive).sum(1, keepdim=True), neg_logits], 1) / p.tau
         loss = F.cross_entropy(logits, torch.zeros_like(index))
-        with torch.no_grad():            # the bank holds each video's latest anchor
-            from vssl_cli.engine.device import all_gather_detached
-            self.bank[all_gather_detached(index)] = all_gather_detached(anchor)
+        self.update_bank("bank", index, anchor)       # each video's latest anchor
         return loss, {"nce": float(loss.detach()), "threshold": threshold}

@@ -77,7 +77,6 @@ class TeG(Method):
     Params = TeGParams
 
     def __init__(self, params: TeGParams, backbone, aug, temporal_strides=None):
-        params.validate()
         super().__init__(params, backbone, aug,
                          tuple(temporal_strides or params.temporal_strides))
         dim = self.encoder.out_dim

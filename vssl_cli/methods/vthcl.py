@@ -92,7 +92,6 @@ class VTHCL(Method):
     Params = VTHCLParams
 
     def __init__(self, params: VTHCLParams, backbone, aug, temporal_strides=None):
-        params.validate()
         super().__init__(params, backbone, aug, temporal_strides)
         base_width = 0.25 if backbone.endswith("-tiny") else 1.0
         self.fast_encoder = build_backbone(backbone, width=base_width * params.fast_width,
@@ -107,8 +106,7 @@ class VTHCL(Method):
         """One bank row per training video, per pathway and level (random unit vectors)."""
         self.bank_size = size
         for key in self.heads:
-            bank = F.normalize(torch.randn(size, self.params.proj_dim), dim=1)
-            self.register_buffer(f"bank_{key}", bank.to(next(self.parameters()).device))
+            self.register_bank(f"bank_{key}", size, self.params.proj_dim)
 
     @staticmethod
     def sample_views(p, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -140,16 +138,11 @@ class VTHCL(Method):
         self._update_banks(z, index)
         return total, parts
 
-    @torch.no_grad()
     def _update_banks(self, z: dict, index: torch.Tensor) -> None:
-        from vssl_cli.engine.device import all_gather_detached
-        index = all_gather_detached(index)
-        m = self.params.bank_momentum
         for path in PATHWAYS:
             for lv in self.params.levels:
-                bank = getattr(self, f"bank_{path}_{lv}")
-                current = all_gather_detached(z[path][lv])
-                bank[index] = F.normalize(m * bank[index] + (1 - m) * current, dim=1)
+                self.update_bank(f"bank_{path}_{lv}", index, z[path][lv],
+                                 self.params.bank_momentum)
 
     @torch.no_grad()
     def correspondence_map(self, slow: torch.Tensor, fast: torch.Tensor) -> torch.Tensor:

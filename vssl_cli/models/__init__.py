@@ -19,7 +19,12 @@ BACKBONES = {**{name: (lambda spec: lambda **kw: ResNet(spec, **kw))(spec)
 FRAME_BACKBONES = {"resnet18", "resnet50"}   # 2D: every frame on its own (TCE)
 
 __all__ = ["BACKBONES", "FRAME_BACKBONES", "STAGES", "ProjectionHead", "build_backbone",
-           "backbone_names"]
+           "backbone_names", "is_frame_backbone"]
+
+
+def is_frame_backbone(name: str) -> bool:
+    """A 2D backbone that sees every frame on its own (``resnet18-tiny`` too)."""
+    return name.partition("-")[0] in FRAME_BACKBONES
 
 
 def backbone_names() -> list[str]:
