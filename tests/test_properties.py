@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vssl_cli.artifacts import parse_manifest
@@ -67,6 +67,8 @@ def test_tce_views(n, window, seed):
 
 @settings(max_examples=200)
 @given(st.lists(st.text(st.characters(blacklist_categories=["Cs"]), max_size=40), max_size=8))
+@example(["~0"])                  # an unknown user's home: expanduser raises RuntimeError
+@example(["a\x00b  label"])      # a NUL byte: path functions raise ValueError
 def test_list_parser_gives_entries_or_a_clear_error(lines):
     try:
         entries = parse_list(lines, Path("/data"), "list.txt")

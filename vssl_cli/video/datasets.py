@@ -180,7 +180,12 @@ def parse_list(lines: Iterable[str], base: Path, source: str) -> list[VideoEntry
         parts = line.split("\t") if "\t" in line else line.split()
         if len(parts) > 3:
             raise UsageProblem(f"line {n}: expected 'path [label [split]]', got {line!r}", source)
-        path = Path(parts[0]).expanduser()
+        if "\x00" in line:
+            raise UsageProblem(f"line {n}: NUL byte in {line!r}", source)
+        try:
+            path = Path(parts[0]).expanduser()
+        except RuntimeError:          # ~name of a user this machine does not know
+            raise UsageProblem(f"line {n}: cannot expand {parts[0]!r}", source) from None
         path = path if path.is_absolute() else base / path
         split = None
         if len(parts) == 3:
