@@ -11,13 +11,33 @@ import signal
 import sys
 import traceback
 
+import importlib
+
 import click
 
 from vssl_cli import __version__
 from vssl_cli.errors import VsslError
 
+# name -> module defining ``<name>_command``, imported only when that command runs: the
+# training and evaluation commands pull in PyTorch (~0.8 s), which `extract`, `synth`,
+# `inspect` and shell completion should not pay for.
+COMMANDS = {"extract": "extract", "synth": "synth", "inspect": "inspect",
+            "pretrain": "pretrain", "probe": "probe", "retrieve": "retrieve",
+            "finetune": "finetune", "export": "export"}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"vssl_cli.cli.{COMMANDS[name]}")
+        return getattr(module, f"{name}_command")
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="vssl")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr; no progress bars.")
@@ -34,30 +54,13 @@ def cli(verbose, quiet):
     logging.getLogger("vssl").setLevel(level)
 
 
-def _register():
-    from vssl_cli.cli.export import export_command
-    from vssl_cli.cli.extract import extract_command
-    from vssl_cli.cli.finetune import finetune_command
-    from vssl_cli.cli.inspect import inspect_command
-    from vssl_cli.cli.pretrain import pretrain_command
-    from vssl_cli.cli.probe import probe_command
-    from vssl_cli.cli.retrieve import retrieve_command
-    from vssl_cli.cli.synth import synth_command
-    for command in (extract_command, synth_command, inspect_command, pretrain_command,
-                    probe_command, retrieve_command,
-                    finetune_command, export_command):
-        cli.add_command(command)
-
-
-_register()
-
 
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
 def _command_name(argv: list[str]) -> str:
-    names = [a for a in argv if a in cli.commands]
+    names = [a for a in argv if a in COMMANDS]
     return f"vssl {names[0]}" if names else "vssl"
 
 
