@@ -8,6 +8,7 @@ strides, zero training steps), which is what "beats random init" means.
 
 Writes bench/results/methods.json (or methods_<tag>.json) and prints a markdown table.
 Usage: python bench/methods.py [--epochs 30] [--videos-per-class 20] [--methods a,b]
+       [--seeds 0,1,2]
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from common import ROOT, save
 
@@ -31,6 +34,17 @@ SETTINGS = {
     "tce": ["--backbone", "resnet18-tiny", "--set", "negatives=64", "--set", "window=4"],
 }
 EVAL = ["--clip-len", "8", "--stride", "2"]
+
+
+def mean_of(metrics: list[dict]) -> dict:
+    return {k: float(np.mean([m[k] for m in metrics])) for k in metrics[0]}
+
+
+def summary(args, seeds: list[int], rows: dict) -> dict:
+    return {"epochs": args.epochs, "videos_per_class": args.videos_per_class,
+            "appearance": args.appearance, "seeds": seeds,
+            "eval": "probe/retrieve 10 clips of 8 frames at stride 2; boundary F1 at 0.05",
+            "methods": rows}
 
 
 def vssl(*args) -> str:
@@ -64,6 +78,9 @@ def main():
     ap.add_argument("--appearance", choices=["plain", "varied"], default="plain",
                     help="plain: one background, shape and colour pair for every video, so "
                          "only motion tells videos apart; varied: synth's defaults")
+    ap.add_argument("--seeds", default="0",
+                    help="comma-separated seeds (pretraining and random init); figures are "
+                         "means over them, with the spread of top-1")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     work = Path(args.work)
@@ -73,33 +90,45 @@ def main():
                       *looks))
     frames = Path(vssl("extract", synth, "-o", work / "frames.zarr", "--short-side", "64"))
     recipe = ROOT / "recipes" / "demo-tiny.toml"
+    seeds = [int(x) for x in args.seeds.split(",")]
     rows, randoms = {}, {}
+    tag = f"methods{'_' + args.tag if args.tag else ''}"
     for name in args.methods.split(","):
         method = ["--method", name] if "--method" not in SETTINGS[name] else []
-        common = [frames, "--recipe", recipe, *method, *SETTINGS[name]]
-        run = Path(vssl("pretrain", *common, "-o", work / name, "--epochs", args.epochs))
-        manifest = json.loads((run / "manifest.json").read_text())
-        spec, seconds = manifest["outputs"]["encoder"], manifest["metrics"]["wall_s_this_session"]
-        key = f"{spec['backbone']} strides {spec['temporal_strides'] or 'default'}"
-        if key not in randoms:
-            rand = vssl("pretrain", *common, "-o", work / f"random-{name}", "--epochs", 0)
-            randoms[key] = evaluate(Path(rand), frames, synth)
-        trained = evaluate(run, frames, synth)
-        rows[name] = {"encoder": key, "train_seconds": round(seconds, 1),
-                      "pretrained": trained, "random": randoms[key],
-                      "beats_random_top1": trained["top1"] > randoms[key]["top1"],
+        per_seed, seconds, key = [], [], None
+        for seed in seeds:
+            common = [frames, "--recipe", recipe, *method, *SETTINGS[name], "--seed", seed]
+            suffix = f"-s{seed}" if seed else ""   # seed 0 keeps the single-seed run names
+            run = Path(vssl("pretrain", *common, "-o", work / f"{name}{suffix}",
+                            "--epochs", args.epochs))
+            manifest = json.loads((run / "manifest.json").read_text())
+            spec = manifest["outputs"]["encoder"]
+            seconds.append(manifest["metrics"]["wall_s_this_session"])
+            key = f"{spec['backbone']} strides {spec['temporal_strides'] or 'default'}"
+            if (key, seed) not in randoms:
+                rand = vssl("pretrain", *common, "-o", work / f"random-{name}{suffix}",
+                            "--epochs", 0)
+                randoms[key, seed] = evaluate(Path(rand), frames, synth)
+            per_seed.append({"seed": seed, "pretrained": evaluate(run, frames, synth),
+                             "random": randoms[key, seed]})
+        trained, rand = (mean_of([r[k] for r in per_seed]) for k in ("pretrained", "random"))
+        rows[name] = {"encoder": key, "train_seconds": round(float(np.mean(seconds)), 1),
+                      "pretrained": trained, "random": rand, "seeds": per_seed,
+                      "beats_random_top1": trained["top1"] > rand["top1"],
                       "retrieval_gain_1_to_10": trained["R@1"] - trained["R@1_1clip"]}
+        if len(seeds) > 1:
+            rows[name]["top1_std"] = {k: float(np.std([r[k]["top1"] for r in per_seed]))
+                                      for k in ("pretrained", "random")}
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
-    result = {"epochs": args.epochs, "videos_per_class": args.videos_per_class,
-              "appearance": args.appearance,
-              "eval": "probe/retrieve 10 clips of 8 frames at stride 2; boundary F1 at 0.05",
-              "methods": rows}
-    save(f"methods{'_' + args.tag if args.tag else ''}", result)
+        save(tag, summary(args, seeds, rows))   # after every method: a long run keeps its rows
     print("| method | encoder | top-1 | random top-1 | R@1 (1 clip -> 10) | boundary F1 "
           "(random) |\n|---|---|---|---|---|---|")
     for name, r in rows.items():
         p, q = r["pretrained"], r["random"]
-        print(f"| {name} | {r['encoder']} | {p['top1']:.3f} | {q['top1']:.3f} | "
+        sd = r.get("top1_std")
+        spread = (lambda k: f" +- {sd[k]:.3f}") if sd else (lambda k: "")
+        print(f"| {name} | {r['encoder']} | {p['top1']:.3f}{spread('pretrained')} | "
+              f"{q['top1']:.3f}{spread('random')} | "
               f"{p['R@1_1clip']:.3f} -> {p['R@1']:.3f} | {p['boundary_f1']:.3f} "
               f"({q['boundary_f1']:.3f}) |")
 

@@ -37,10 +37,13 @@ def rows() -> list[tuple[str, str, str, str]]:
                     f"{r['device']})", "~1x"))
     if (m := _load("methods")):
         for name, row in m["methods"].items():
-            p, q = row["pretrained"], row["random"]
-            out.append((f"{name} linear probe (synth, {m['appearance']})",
+            p, q, sd = row["pretrained"], row["random"], row.get("top1_std")
+            seeds = f", {len(m['seeds'])} seeds" if sd else ""
+            spread = (lambda k: f" +- {sd[k]:.3f}") if sd else (lambda k: "")
+            out.append((f"{name} linear probe (synth, {m['appearance']}{seeds})",
                         "random init, same encoder",
-                        f"{p['top1']:.3f} vs {q['top1']:.3f}", "higher"))
+                        f"{p['top1']:.3f}{spread('pretrained')} vs {q['top1']:.3f}"
+                        f"{spread('random')}", "higher"))
     return out
 
 
