@@ -6,34 +6,31 @@ interrupted. SIGTERM is treated like Ctrl-C so every command cleans up the same 
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import sys
 import traceback
-
-import importlib
 
 import click
 
 from vssl_cli import __version__
 from vssl_cli.errors import VsslError
 
-# name -> module defining ``<name>_command``, imported only when that command runs: the
-# training and evaluation commands pull in PyTorch (~0.8 s), which `extract`, `synth`,
+# Command ``name`` is ``name_command`` in ``vssl_cli.cli.<name>``, imported only when it runs:
+# the training and evaluation commands pull in PyTorch (~0.8 s), which `extract`, `synth`,
 # `inspect` and shell completion should not pay for.
-COMMANDS = {"extract": "extract", "synth": "synth", "inspect": "inspect",
-            "pretrain": "pretrain", "probe": "probe", "retrieve": "retrieve",
-            "finetune": "finetune", "export": "export"}
+COMMANDS = ("export", "extract", "finetune", "inspect", "pretrain", "probe", "retrieve", "synth")
 
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        return list(COMMANDS)
 
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        module = importlib.import_module(f"vssl_cli.cli.{COMMANDS[name]}")
+        module = importlib.import_module(f"vssl_cli.cli.{name}")
         return getattr(module, f"{name}_command")
 
 
@@ -52,7 +49,6 @@ def cli(verbose, quiet):
     logging.basicConfig(level=logging.WARNING, format="vssl: %(message)s", stream=sys.stderr,
                         force=True)
     logging.getLogger("vssl").setLevel(level)
-
 
 
 def _raise_interrupt(signum, frame):
