@@ -33,6 +33,13 @@ def make_videos(folder: Path, count: int, frames: int, size: str = "320x240", ra
     return paths
 
 
+def top1_text(row: dict, kind: str) -> str:
+    """A bench/methods.py row's ``kind`` (pretrained | random) top-1, with its spread over
+    seeds when there were several."""
+    sd = row.get("top1_std")
+    return f"{row[kind]['top1']:.3f}" + (f" +- {sd[kind]:.3f}" if sd else "")
+
+
 def timed(fn, repeat: int = 3) -> float:
     """Best of ``repeat`` wall-clock seconds (least disturbed by the machine)."""
     best = float("inf")

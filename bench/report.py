@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from common import RESULTS
+from common import RESULTS, top1_text
 
 
 def _load(name: str) -> dict | None:
@@ -37,13 +37,11 @@ def rows() -> list[tuple[str, str, str, str]]:
                     f"{r['device']})", "~1x"))
     if (m := _load("methods")):
         for name, row in m["methods"].items():
-            p, q, sd = row["pretrained"], row["random"], row.get("top1_std")
-            seeds = f", {len(m['seeds'])} seeds" if sd else ""
-            spread = (lambda k: f" +- {sd[k]:.3f}") if sd else (lambda k: "")
+            seeds = f", {len(m['seeds'])} seeds" if len(m.get("seeds", [0])) > 1 else ""
             out.append((f"{name} linear probe (synth, {m['appearance']}{seeds})",
                         "random init, same encoder",
-                        f"{p['top1']:.3f}{spread('pretrained')} vs {q['top1']:.3f}"
-                        f"{spread('random')}", "higher"))
+                        f"{top1_text(row, 'pretrained')} vs {top1_text(row, 'random')}",
+                        "higher"))
     return out
 
 
