@@ -1,4 +1,5 @@
 """Clip index maths and batched augmentations."""
+import colorsys
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vssl_cli.data.augment import (AugConfig, AugParams, apply, augment, blur, crop_resize,
-                                   hsv_to_rgb, rgb_to_hsv, sample_boxes, sample_params)
+                                   sample_boxes, sample_params, shift_hue)
 from vssl_cli.data.samplers import clip_indices, cvrl_pair, random_clip, span, uniform_clips
 
 lengths = st.integers(1, 500)
@@ -116,9 +117,16 @@ def test_colour_parameters_act_as_named():
     assert (shifted - plain).abs().mean() > 0.05
 
 
-def test_hsv_round_trip():
-    x = torch.rand(2, 3, 2, 5, 5)
-    assert torch.allclose(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-5)
+def test_hue_shift_matches_colorsys_pixel_by_pixel():
+    x = torch.rand(3, 3, 2, 4, 4)
+    x[0, :, 0, 0, 0] = 0.5                      # a grey pixel: any hue leaves it grey
+    x[1, :, 1, 1, 1] = torch.tensor([0.2, 0.9, 0.9])   # a tie for the largest channel
+    hue = torch.tensor([0.3, -0.45, 0.0])
+    expected = torch.empty_like(x)
+    for i, t, r, c in np.ndindex(3, 2, 4, 4):
+        h, s, v = colorsys.rgb_to_hsv(*x[i, :, t, r, c].tolist())
+        expected[i, :, t, r, c] = torch.tensor(colorsys.hsv_to_rgb((h + hue[i]) % 1.0, s, v))
+    assert torch.allclose(shift_hue(x, hue), expected, atol=1e-5)
 
 
 def test_blur_smooths_and_zero_sigma_is_identity():

@@ -34,7 +34,8 @@ def test_ucf101_layout_with_split_choice(tmp_path):
     idx = index(root)
     assert idx.layouts == ["ucf101"]
     got = {e.id: (e.label, e.split) for e in idx.entries}
-    assert got == {"Jump/v_Jump_g02_c01": ("Jump", "train"), "Swim/v_Swim_g01_c01": ("Swim", "train"),
+    assert got == {"Jump/v_Jump_g02_c01": ("Jump", "train"),
+                   "Swim/v_Swim_g01_c01": ("Swim", "train"),
                    "Jump/v_Jump_g01_c01": ("Jump", "test")}
     assert all(Path(e.path).exists() for e in idx.entries)
     two = {e.id: e.split for e in index(root, split=2).entries}

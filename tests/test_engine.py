@@ -123,8 +123,8 @@ def test_pretrain_writes_a_model_artifact_and_reruns_are_noops(tiny_frames, tmp_
     assert again.stdout.strip() == str(run) and "up to date" in again.stderr
     assert (run / "encoder.pt").stat().st_mtime_ns == before
     # The same frames path piped on stdin; a different config trains again.
-    other = run_vssl("pretrain", "-", "-o", run, *TINY, "--max-steps", "1", input=f"{tiny_frames}\n",
-                     check=0)
+    other = run_vssl("pretrain", "-", "-o", run, *TINY, "--max-steps", "1",
+                     input=f"{tiny_frames}\n", check=0)
     assert other.stdout.strip() == str(run) and manifest_of(run)["metrics"]["steps"] == 1
 
 
@@ -153,10 +153,9 @@ def test_interrupted_pretrain_resumes_to_the_uninterrupted_result(tiny_frames, t
     deadline = time.time() + 120
     while time.time() < deadline and not (partial / "checkpoint.pt").exists():
         time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(sig)
+    proc.send_signal(sig)               # checkpoints are renamed into place: whole if there
     _, err = proc.communicate(timeout=60)
-    if proc.returncode == 0:
+    if proc.returncode == 0 or run.exists():   # done, or killed while the interpreter exited
         pytest.skip("the run finished before the signal arrived")
     assert proc.returncode == (130 if sig == signal.SIGTERM else -9), err
     if sig == signal.SIGTERM:

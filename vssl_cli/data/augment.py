@@ -138,37 +138,33 @@ def _per_clip(v: torch.Tensor) -> torch.Tensor:
     return v.view(-1, 1, 1, 1, 1)
 
 
-def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+def shift_hue(x: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
+    """Rotate each clip's hue by ``hue`` turns, keeping HSV saturation and value (what an
+    RGB -> HSV -> RGB round trip gives, in half the operations: v * s is max - min, so
+    saturation is never formed)."""
+    maxc, channel = x.max(1)
+    delta = maxc - x.amin(1)
     r, g, b = x.unbind(1)
-    maxc, _ = x.max(1)
-    minc, _ = x.min(1)
-    delta = maxc - minc
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    h = torch.where(maxc == r, ((g - b) / safe) % 6,
-                    torch.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4)) / 6
-    h = torch.where(delta > 0, h, torch.zeros_like(h))
-    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)),
-                    torch.zeros_like(maxc))
-    return torch.stack([h % 1.0, s, maxc], 1)
-
-
-def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    h, s, v = x.unbind(1)
-    k = torch.stack([(5 + h * 6) % 6, (3 + h * 6) % 6, (1 + h * 6) % 6], 1)
-    return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
+    d = delta.clamp_min(1e-12)      # grey pixels (delta 0) come back as maxc whatever h is
+    h6 = torch.where(channel == 0, (g - b) / d,
+                     torch.where(channel == 1, (b - r) / d + 2, (r - g) / d + 4))
+    h6 += 6 * hue.view(-1, 1, 1, 1)
+    out = []
+    for n in (5, 3, 1):
+        k = (h6 + n) % 6
+        out.append(maxc - delta * torch.minimum(k, 4 - k).clamp_(0, 1))
+    return torch.stack(out, 1)
 
 
 def colour(x: torch.Tensor, p: AugParams) -> torch.Tensor:
     """Brightness, contrast, saturation, hue (fixed order), then grayscale; x in [0, 1]."""
-    x = (x * _per_clip(p.brightness)).clamp(0, 1)
+    x = (x * _per_clip(p.brightness)).clamp_(0, 1)
     mean = _luma(x).mean(dim=(2, 3, 4), keepdim=True)
-    x = ((x - mean) * _per_clip(p.contrast) + mean).clamp(0, 1)
+    x = x.sub_(mean).mul_(_per_clip(p.contrast)).add_(mean).clamp_(0, 1)
     gray = _luma(x)
-    x = ((x - gray) * _per_clip(p.saturation) + gray).clamp(0, 1)
+    x = x.sub_(gray).mul_(_per_clip(p.saturation)).add_(gray).clamp_(0, 1)
     if bool((p.hue != 0).any()):
-        hsv = rgb_to_hsv(x)
-        hsv = torch.cat([(hsv[:, :1] + _per_clip(p.hue)) % 1.0, hsv[:, 1:]], 1)
-        x = hsv_to_rgb(hsv).clamp(0, 1)
+        x = shift_hue(x, p.hue).clamp_(0, 1)
     return torch.where(_per_clip(p.gray), _luma(x).expand_as(x), x)
 
 
@@ -196,14 +192,15 @@ def apply(clips: torch.Tensor, params: AugParams, cfg: AugConfig,
           valid_hw: torch.Tensor | None = None) -> torch.Tensor:
     """Apply ``params``; with ``valid_hw`` (B, 2) boxes are relative to each clip's valid
     region of a padded batch."""
-    x = clips.float() / 255 if clips.dtype == torch.uint8 else clips.float()
     boxes = params.boxes if valid_hw is None else in_padded_frame(params.boxes, valid_hw,
-                                                                   x.shape[-2:])
-    x = crop_resize(x, boxes, params.flip, cfg.size)
+                                                                   clips.shape[-2:])
+    x = crop_resize(clips.float(), boxes, params.flip, cfg.size)
+    if clips.dtype == torch.uint8:
+        x /= 255                    # after the resize (linear), on the smaller tensor
     x = blur(colour(x, params), params.blur_sigma)
     mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
     std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1, 1)
-    return (x - mean) / std
+    return x.sub_(mean).div_(std)
 
 
 def augment(clips: torch.Tensor, cfg: AugConfig, gen: torch.Generator | None = None,
