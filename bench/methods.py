@@ -50,6 +50,23 @@ def summary(args, seeds: list[int], rows: dict) -> dict:
             "methods": rows}
 
 
+def method_row(per_seed: list[dict], randoms: list[tuple[str, dict]]) -> dict:
+    """One method's figures from its seeds' runs and the (encoder key, metrics) of the
+    random encoders of the same seeds."""
+    for r, (_, rand) in zip(per_seed, randoms):
+        r["random"] = rand
+    trained, rand = (mean_of([r[k] for r in per_seed]) for k in ("pretrained", "random"))
+    # The fastest seed, like timed()'s best of n: the run least disturbed by the machine.
+    row = {"encoder": randoms[0][0], "train_seconds": min(r["train_seconds"] for r in per_seed),
+           "pretrained": trained, "random": rand, "seeds": per_seed,
+           "beats_random_top1": trained["top1"] > rand["top1"],
+           "retrieval_gain_1_to_10": trained["R@1"] - trained["R@1_1clip"]}
+    if len(per_seed) > 1:
+        row["top1_std"] = {k: float(np.std([r[k]["top1"] for r in per_seed]))
+                           for k in ("pretrained", "random")}
+    return row
+
+
 def markdown_table(rows: dict) -> str:
     """The table README.md shows; "wins" counts the seeds whose pretrained probe beats the
     random encoder of the same seed."""
@@ -133,9 +150,8 @@ def main():
     def pretrained(name: str, seed: int) -> dict:
         run = Path(vssl("pretrain", *common(name, seed), "-o", work / f"{name}{suffix(seed)}",
                         "--epochs", args.epochs, threads=threads))
-        manifest = json.loads((run / "manifest.json").read_text())
         return {"seed": seed, "pretrained": evaluate(run, frames, synth, threads),
-                "train_seconds": round(manifest["metrics"]["wall_s_this_session"], 1)}
+                "train_seconds": round(metrics(run)["wall_s_this_session"], 1)}
 
     random_evals, lock = {}, threading.Lock()
 
@@ -161,25 +177,19 @@ def main():
     names = args.methods.split(",")
     jobs = {name: ([pool.submit(pretrained, name, s) for s in seeds],
                    [pool.submit(random_init, name, s) for s in seeds]) for name in names}
-    for name in names:
-        per_seed = [f.result() for f in jobs[name][0]]
-        randoms = [f.result() for f in jobs[name][1]]
-        key = randoms[0][0]
-        for r, (_, rand) in zip(per_seed, randoms):
-            r["random"] = rand
-        trained, rand = (mean_of([r[k] for r in per_seed]) for k in ("pretrained", "random"))
-        # The fastest seed, like timed()'s best of n: the run least disturbed by the machine.
-        seconds = min(r["train_seconds"] for r in per_seed)
-        rows[name] = {"encoder": key, "train_seconds": seconds,
-                      "pretrained": trained, "random": rand, "seeds": per_seed,
-                      "beats_random_top1": trained["top1"] > rand["top1"],
-                      "retrieval_gain_1_to_10": trained["R@1"] - trained["R@1_1clip"]}
-        if len(seeds) > 1:
-            rows[name]["top1_std"] = {k: float(np.std([r[k]["top1"] for r in per_seed]))
-                                      for k in ("pretrained", "random")}
-        print(f"{name}: {json.dumps(rows[name])}", flush=True)
-        save(tag, summary(args, seeds, rows))   # after every method: a long run keeps its rows
+    try:
+        for name in names:
+            rows[name] = method_row([f.result() for f in jobs[name][0]],
+                                    [f.result() for f in jobs[name][1]])
+            print(f"{name}: {json.dumps(rows[name])}", flush=True)
+            save(tag, summary(args, seeds, rows))   # after every method: a long run keeps its rows
+    except BaseException:
+        # A failed or interrupted run: drop the queued ones instead of running them for hours.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     print(markdown_table(rows))
+
 
 if __name__ == "__main__":
     main()
