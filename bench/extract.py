@@ -93,6 +93,8 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     fps = lambda t: frames / t  # noqa: E731
     result = {
+        "ffmpeg": subprocess.run([ffmpeg_exe(), "-version"], capture_output=True,
+                                 text=True).stdout.split("\n")[0],
         "videos": args.videos, "frames_per_video": args.frames, "source": "320x240 H.264",
         "short_side": SHORT_SIDE, "cores": cores,
         "frames_per_s": {"ffmpeg_null_seq_all_threads": fps(t_ff_seq),

@@ -34,6 +34,18 @@ def test_resize_resample_limit_and_trim(tmp_path):
     assert np.abs(trimmed[0].astype(int) - whole[10]).mean() < 3
 
 
+@pytest.mark.parametrize("size", ["50x36", "36x50"])
+def test_short_side_is_exact_and_long_side_even(tmp_path, size):
+    """50x36 at short side 25 is 34.7 wide: 34 (even), 35 with the older nearest rounding;
+    portrait sources get the same rule on their height."""
+    path = make_video(tmp_path / "v.mp4", frames=3, size=size)
+    even = decode_all(path, DecodeParams(short_side=25)).shape[1:3]
+    nearest = decode_all(path, DecodeParams(short_side=25, even_long_side=False)).shape[1:3]
+    landscape = size == "50x36"
+    assert even == ((25, 34) if landscape else (34, 25))
+    assert nearest == ((25, 35) if landscape else (35, 25))
+
+
 def test_decoder_streams_in_bounded_blocks(tmp_path):
     path = make_video(tmp_path / "v.mp4", frames=50, size="64x48", rate=25)
     decoder = FrameDecoder(path, DecodeParams(short_side=None), block=8)
@@ -44,6 +56,17 @@ def test_decoder_streams_in_bounded_blocks(tmp_path):
     assert decoder.info.expected_frames() == 50
     by_bytes = FrameDecoder(path, DecodeParams(short_side=None), multiple=16)
     assert {len(b) for b in by_bytes} == {50}  # 16 MiB fits all; whole multiples of 16 asked
+
+def test_reused_blocks_hold_the_same_frames_in_recycled_memory(tmp_path):
+    path = make_video(tmp_path / "v.mp4", frames=50, size="64x48", rate=25)
+    fresh = decode_all(path, DecodeParams(short_side=None))
+    copies, owners = [], []   # owners stay referenced, so their ids stay unique
+    for block in FrameDecoder(path, DecodeParams(short_side=None), block=8, reuse=True):
+        copies.append(block.copy())
+        owners.append(block.base)
+    assert np.array_equal(np.concatenate(copies), fresh)
+    assert len({id(o) for o in owners}) < 7   # 7 blocks, fewer buffers: read into again
+
 
 
 def test_rotation_metadata_is_honoured(tmp_path):

@@ -107,7 +107,7 @@ def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, pa
             raise DecodeError("empty file (0 bytes)", entry.path)
         base["source_hash"] = file_digest(entry.path)
         decoder = FrameDecoder(entry.path, params, entry.start, entry.end,
-                               multiple=writer.chunk_frames, threads=threads)
+                               multiple=writer.chunk_frames, threads=threads, reuse=True)
         for frames in decoder:
             if stop.is_set():
                 raise _Stopped()

@@ -25,7 +25,8 @@ def _frames_of(query: str, frames_path: str, frames_manifest: dict) -> np.ndarra
     return decode_all(query, DecodeParams(fps=params.get("fps"),
                                           short_side=params.get("short_side"),
                                           size=tuple(size) if size else None,
-                                          max_frames=params.get("max_frames")))
+                                          max_frames=params.get("max_frames"),
+                                          even_long_side=bool(params.get("even_long_side"))))
 
 
 def embed_query(query: str, model, frames_path: str, frames_manifest: dict, saved,

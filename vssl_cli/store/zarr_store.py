@@ -71,7 +71,10 @@ class _ZarrSink(VideoSink):
             dtype="uint8", compressors=CODECS[writer.codec](), overwrite=True,
             # Skipping the per-chunk "all fill value?" scan halves write CPU (bench/store.py);
             # black frames then cost a stored chunk, which is correct anyway.
-            config={"write_empty_chunks": True})
+            config={"write_empty_chunks": True},
+            # Chunk files side by side (c.0.0.0.0) instead of five nested folders each:
+            # 1,400 mkdir calls per 16 videos, a third of the write time under a profiler.
+            chunk_key_encoding={"name": "default", "separator": "."})
 
     def append(self, frames):
         self.array.append(frames, axis=0)
