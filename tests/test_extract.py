@@ -1,4 +1,5 @@
 """`vssl extract` end to end: both backends, incremental reruns, bad inputs, piping, kills."""
+import json
 import os
 import signal
 import subprocess
@@ -82,6 +83,18 @@ def test_changed_parameters_refused_unless_forced(videos, tmp_path):
     assert {r["height"] for r in videos_table(out).values()} == {24}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
+
+
+def test_store_from_before_even_rounding_asks_for_force(videos, tmp_path):
+    """Stores made before `even_long_side` existed rounded the long side to the nearest
+    pixel; adding videos with the new rounding would mix two sizes, so a rerun stops."""
+    out = tmp_path / "old.zarr"
+    run_vssl("extract", videos, "-o", out, check=0)
+    manifest = manifest_of(out)
+    del manifest["config"]["frames"]["even_long_side"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_vssl("extract", videos, "-o", out, check=2)
+    assert "even_long_side None -> True" in proc.stderr and "--force" in proc.stderr
 
 @pytest.mark.parametrize("name", ["bad.zarr", "bad.h5"])
 def test_bad_inputs_are_listed_and_skipped(videos, tmp_path, name):

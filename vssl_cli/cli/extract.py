@@ -33,7 +33,8 @@ from vssl_cli.video.decode import DecodeParams
 @click.option("--fps", type=click.FloatRange(0, min_open=True), default=None,
               help="Resample to this frame rate [default: keep the native rate].")
 @click.option("--short-side", type=click.IntRange(0), default=128, show_default=True,
-              help="Resize so the shorter side has this many pixels (0 keeps the size).")
+              help="Resize so the shorter side has this many pixels, the longer one even "
+                   "at the source's aspect (0 keeps the size).")
 @click.option("--size", type=SizeType(), default=None,
               help="Resize to exactly WxH (overrides --short-side).")
 @click.option("--max-frames", type=click.IntRange(1), default=None,
