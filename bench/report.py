@@ -35,11 +35,13 @@ def rows() -> list[tuple[str, str, str, str]]:
         out.append(("exact retrieval search", "bare matmul, same sizes",
                     f"{r['search_vs_matmul']:.2f}x ({r['config']['gallery']} videos, "
                     f"{r['device']})", "~1x"))
-    if (m := _load("methods")):
+    # The main table, then reruns of some methods on longer schedules (methods_*ep.json).
+    longer = sorted(p.stem for p in RESULTS.glob("methods_*ep.json"))
+    for m in filter(None, map(_load, ["methods", *longer])):
         for name, row in m["methods"].items():
             seeds = f", {len(m['seeds'])} seeds" if len(m.get("seeds", [0])) > 1 else ""
-            out.append((f"{name} linear probe (synth, {m['appearance']}{seeds})",
-                        "random init, same encoder",
+            out.append((f"{name} linear probe (synth, {m['appearance']}, {m['epochs']} epochs"
+                        f"{seeds})", "random init, same encoder",
                         f"{top1_text(row, 'pretrained')} vs {top1_text(row, 'random')}",
                         "higher"))
     return out
