@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, make_video, manifest_of, run_vssl, videos_table
+from vssl_cli.extract import ExtractConfig, extract
 from vssl_cli.store import open_store
 from vssl_cli.video.decode import DecodeParams, decode_all
 
@@ -84,17 +85,25 @@ def test_changed_parameters_refused_unless_forced(videos, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
-
-def test_store_from_before_even_rounding_asks_for_force(videos, tmp_path):
-    """Stores made before `even_long_side` existed rounded the long side to the nearest
-    pixel; adding videos with the new rounding would mix two sizes, so a rerun stops."""
+def test_store_from_before_even_rounding_keeps_its_rounding_until_forced(videos, tmp_path):
+    """Stores made before `even_long_side` rounded the long side to the nearest pixel (64x48
+    at short side 128: 171 wide, even rounding gives 170). Extending one keeps its rounding
+    and reuses its videos; --force rebuilds it with even sides."""
     out = tmp_path / "old.zarr"
+    legacy = ExtractConfig(decode=DecodeParams(even_long_side=False))
+    extract([str(videos)], str(out), legacy)
+    before = manifest_of(out)
+    assert "even_long_side" not in before["config"]["frames"]   # as old stores
     run_vssl("extract", videos, "-o", out, check=0)
-    manifest = manifest_of(out)
-    del manifest["config"]["frames"]["even_long_side"]
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    proc = run_vssl("extract", videos, "-o", out, check=2)
-    assert "even_long_side None -> True" in proc.stderr and "--force" in proc.stderr
+    assert manifest_of(out)["id"] == before["id"]   # up to date: nothing redone
+    make_video(videos / "b" / "four.mp4", frames=6)
+    run_vssl("extract", videos, "-o", out, check=0)
+    assert manifest_of(out)["metrics"]["extracted_this_run"] == 1
+    assert {r["width"] for r in videos_table(out).values()} == {171}   # the new one too
+    run_vssl("extract", videos, "-o", out, "--force", check=0)
+    assert {r["width"] for r in videos_table(out).values()} == {170}
+    assert manifest_of(out)["config"]["frames"]["even_long_side"] is True
+
 
 @pytest.mark.parametrize("name", ["bad.zarr", "bad.h5"])
 def test_bad_inputs_are_listed_and_skipped(videos, tmp_path, name):
@@ -138,7 +147,6 @@ def test_stdin_list_and_path_piping(videos, tmp_path):
     listing = f"{videos}/a/one.mp4 cat train\n{videos}/b/three.mp4 dog test\n"
     proc = run_vssl("extract", "-", "-o", out, input=listing, check=0)
     inspected = run_vssl("inspect", "-", "--json", input=proc.stdout, check=0)
-    import json
     manifest = json.loads(inspected.stdout)
     assert {(r["label"], r["split"]) for r in manifest["outputs"]["videos"]} == {
         ("cat", "train"), ("dog", "test")}
@@ -148,7 +156,6 @@ def test_stdin_list_and_path_piping(videos, tmp_path):
 
 
 def test_json_prints_manifest_and_dry_run_writes_nothing(videos, tmp_path):
-    import json
     out = tmp_path / "j.zarr"
     assert not run_vssl("extract", videos, "-o", out, "--dry-run", check=0).stderr.count("error")
     assert not out.exists()

@@ -42,8 +42,22 @@ class ExtractConfig:
         """What determines the stored pixels; a store never mixes two of these."""
         from vssl_cli.store import DEFAULT_CHUNK_FRAMES, DEFAULT_CODECS
         codec = DEFAULT_CODECS[backend] if self.codec == "auto" else self.codec
-        return {**dataclasses.asdict(self.decode), "codec": codec,
+        decode = dataclasses.asdict(self.decode)
+        if not decode["even_long_side"]:
+            del decode["even_long_side"]   # the older rounding: as stores made before it say
+        return {**decode, "codec": codec,
                 "chunk_frames": self.chunk_frames or DEFAULT_CHUNK_FRAMES[backend]}
+
+    def keeping_rounding_of(self, previous: dict | None) -> "ExtractConfig":
+        """A store made before ``even_long_side`` keeps its nearest-pixel rounding when it is
+        extended, so its videos are reused and never mixed with even-rounded ones; --force
+        (no ``previous``) rebuilds it with even sides."""
+        old = (previous or {}).get("config", {}).get("frames")
+        if previous is None or previous.get("kind") != "frames" or old is None \
+                or "even_long_side" in old:
+            return self
+        return dataclasses.replace(
+            self, decode=dataclasses.replace(self.decode, even_long_side=False))
 
 
 @dataclasses.dataclass
@@ -204,11 +218,12 @@ def extract(sources: list[str], output: str, cfg: ExtractConfig, *, workers: int
     if not index.entries:
         raise UsageProblem("no videos found in the given sources", " ".join(sources))
     backend = backend_for(output)
+    previous = None if force else _previous_manifest(output)
+    cfg = cfg.keeping_rounding_of(previous)
     frame_params = cfg.frame_params(backend)
     params_id = digest(frame_params)
     config = {"frames": frame_params, "index": dataclasses.asdict(cfg.index),
               "backend": backend}
-    previous = None if force else _previous_manifest(output)
     if previous is not None:
         _check_compatible(output, previous, frame_params)
     if dry_run:
