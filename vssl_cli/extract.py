@@ -52,9 +52,9 @@ class ExtractConfig:
         """A store made before ``even_long_side`` keeps its nearest-pixel rounding when it is
         extended, so its videos are reused and never mixed with even-rounded ones; --force
         (no ``previous``) rebuilds it with even sides."""
-        old = (previous or {}).get("config", {}).get("frames")
-        if previous is None or previous.get("kind") != "frames" or old is None \
-                or "even_long_side" in old:
+        if previous is None or previous.get("kind") != "frames":
+            return self   # nothing to keep; a wrong kind is refused by _check_compatible
+        if DecodeParams.of_store(previous["config"].get("frames", {})).even_long_side:
             return self
         return dataclasses.replace(
             self, decode=dataclasses.replace(self.decode, even_long_side=False))

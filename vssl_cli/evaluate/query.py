@@ -20,13 +20,7 @@ def _frames_of(query: str, frames_path: str, frames_manifest: dict) -> np.ndarra
             return store.read(query, np.arange(store.num_frames(query)))
     if not os.path.isfile(query):
         raise UsageProblem("--query is neither a video id of --data nor a video file", query)
-    params = frames_manifest["config"]["frames"]
-    size = params.get("size")
-    return decode_all(query, DecodeParams(fps=params.get("fps"),
-                                          short_side=params.get("short_side"),
-                                          size=tuple(size) if size else None,
-                                          max_frames=params.get("max_frames"),
-                                          even_long_side=bool(params.get("even_long_side"))))
+    return decode_all(query, DecodeParams.of_store(frames_manifest["config"]["frames"]))
 
 
 def embed_query(query: str, model, frames_path: str, frames_manifest: dict, saved,

@@ -56,6 +56,15 @@ class DecodeParams:
     # with ffmpeg alone); False is the nearest-pixel rounding of stores made before it.
     even_long_side: bool = True
 
+    @classmethod
+    def of_store(cls, frames: dict) -> "DecodeParams":
+        """The parameters a store's manifest records (``config.frames``); a store made
+        before ``even_long_side`` lacks it and has the nearest-pixel rounding."""
+        size = frames.get("size")
+        return cls(fps=frames.get("fps"), short_side=frames.get("short_side"),
+                   size=tuple(size) if size else None, max_frames=frames.get("max_frames"),
+                   even_long_side=bool(frames.get("even_long_side")))
+
 
 class _LogReader(threading.Thread):
     """Drain ffmpeg's stderr (it must never block on a full pipe), split it into the input
