@@ -7,6 +7,10 @@
 2. Cache read vs decode: random training clips (clip_len frames at stride 2) read from
    the frame store against decoding the same clips from the mp4 files with ffmpeg (seek
    to the clip, decode, scale like the store). Target: 10x or more.
+3. Where the overhead goes: the batched augmentation's time per step on the device
+   (on a CPU it competes with the model for the same cores, so it is the floor of the
+   overhead there) and the share of the run the loop waited for a batch (reads hidden
+   behind compute leave this near 0).
 
 Writes bench/results/train.json (or train_<tag>.json) and prints the ratios.
 Usage: python bench/train.py [--backbone r3d18-tiny] [--size 64] [--batch 16] [--steps 20]
@@ -24,7 +28,7 @@ from common import make_videos, save
 
 from vssl_cli.data.dataset import ClipDataset
 from vssl_cli.engine.config import default_config
-from vssl_cli.engine.device import autocast_dtype, resolve_device
+from vssl_cli.engine.device import autocast_dtype, loader_workers, resolve_device
 from vssl_cli.engine.trainer import build_optimizer, train
 from vssl_cli.extract import ExtractConfig, extract
 from vssl_cli.losses import nt_xent
@@ -51,18 +55,34 @@ def config_for(args) -> dict:
     return config
 
 
-def full_step_rate(store: Path, config: dict) -> float:
-    """The engine's clips/s over the second half of the run (the first half warms up)."""
+def full_step_rate(store: Path, config: dict) -> tuple[float, float]:
+    """The engine's clips/s and the share of time it waited for data, over the second
+    half of the run (the first half warms up)."""
     torch.manual_seed(0)
     method = SimCLR.from_config(config)
     dataset = ClipDataset(str(store), method.view_sampler(), "all", 0)
     records = []
     train(method, dataset, config, None, on_log=records.append)
-    return records[-1]["clips_per_s"]
+    return records[-1]["clips_per_s"], records[-1]["data_wait"]
 
 
-def compute_only_rate(store: Path, config: dict, steps: int) -> float:
-    """Forward+backward+step of the same model on one pre-augmented batch on the device."""
+def _timed_steps(fn, steps: int, device: torch.device) -> float:
+    """Seconds per call of ``fn`` after 3 warm-up calls."""
+    for _ in range(3):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / steps
+
+
+def compute_only_rate(store: Path, config: dict, steps: int) -> tuple[float, float]:
+    """Forward+backward+step of the same model on one pre-augmented batch on the device,
+    as clips/s; and the augmentation of that batch's views alone, in s per step."""
     device = resolve_device(config["device"])
     torch.manual_seed(0)
     method = SimCLR.from_config(config).to(device).train()
@@ -70,8 +90,12 @@ def compute_only_rate(store: Path, config: dict, steps: int) -> float:
     from vssl_cli.data.dataset import collate_clips
     batch = collate_clips([dataset[i % len(dataset)] for i in range(config["batch_size"])])
     batch = {**batch, "clips": [c.to(device) for c in batch["clips"]]}
-    with torch.no_grad():
-        x = torch.cat([method.augmented(c, batch, None)[0] for c in batch["clips"]])
+
+    def augment():
+        with torch.no_grad():
+            return torch.cat([method.augmented(c, batch, None)[0] for c in batch["clips"]])
+
+    x = augment()
     optimizer = build_optimizer(method.parameters(), config)
     amp = autocast_dtype(config["amp"], device)
 
@@ -83,16 +107,8 @@ def compute_only_rate(store: Path, config: dict, steps: int) -> float:
         loss.backward()
         optimizer.step()
 
-    for _ in range(3):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * x.shape[0] / (time.perf_counter() - t0)
+    per_step = _timed_steps(step, steps, device)
+    return x.shape[0] / per_step, _timed_steps(augment, steps, device)
 
 
 def read_vs_decode(store: Path, paths: list[Path], clip_len: int, clips: int) -> dict:
@@ -128,7 +144,7 @@ def main():
     ap.add_argument("--clip-len", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=-1, help="-1: the engine's auto choice")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--frames", type=int, default=150)
@@ -138,16 +154,23 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         store, paths = make_store(Path(tmp), args.videos, args.frames)
         config = config_for(args)
-        full = full_step_rate(store, config)
-        alone = compute_only_rate(store, config, args.steps)
+        full, data_wait = full_step_rate(store, config)
+        alone, augment_s = compute_only_rate(store, config, args.steps)
         io = read_vs_decode(store, paths, args.clip_len, args.read_clips)
     result = {"config": {k: v for k, v in vars(args).items()},
               "device": str(resolve_device(args.device)),
+              "loader_workers": loader_workers(args.workers, resolve_device(args.device)),
               "full_step_clips_per_s": full, "compute_only_clips_per_s": alone,
-              "data_path_overhead": 1 - full / alone, **io}
+              "data_path_overhead": 1 - full / alone,
+              "augment_ms_per_step": 1000 * augment_s,
+              "compute_ms_per_step": 1000 * 2 * args.batch / alone,
+              "data_wait_share": data_wait, **io}
     path = save("train" + (f"_{args.tag}" if args.tag else ""), result)
     print(f"full step {full:.1f} clips/s vs compute alone {alone:.1f} clips/s: "
           f"data-path overhead {100 * (1 - full / alone):.1f}% (target < 10%)")
+    print(f"of which: augmentation {1000 * augment_s:.1f} ms per step "
+          f"({100 * augment_s / (augment_s + 2 * args.batch / alone):.1f}% of augment+compute);"
+          f" waiting for batches {100 * data_wait:.1f}% of the run")
     print(f"clip read from store {io['store_read_clips_per_s']:.1f}/s vs decode from mp4 "
           f"{io['mp4_decode_clips_per_s']:.1f}/s: {io['read_vs_decode']:.1f}x (target >= 10x)")
     print(path)

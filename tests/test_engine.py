@@ -14,6 +14,7 @@ import torch
 from conftest import ROOT, manifest_of, run_vssl
 from vssl_cli.data.batches import EpochBatches
 from vssl_cli.engine.config import TrainConfig, resolve
+from vssl_cli.engine.device import loader_workers
 from vssl_cli.engine.trainer import lr_factor
 from vssl_cli.errors import UsageProblem
 from vssl_cli.methods.simclr import SimCLRParams
@@ -43,6 +44,7 @@ def test_config_precedence_defaults_recipe_options_set(tmp_path):
     (["train.lr=1"], "unknown config section"),
     (["optimizer=lamb"], "optimizer must be one of"),
     (["lr"], "--set expects key=value"),
+    (["workers=-2"], "workers must be >= 0, or -1 for auto"),
 ])
 def test_config_errors_are_clear(bad, message):
     with pytest.raises(UsageProblem, match=message):
@@ -76,8 +78,21 @@ def test_epoch_batches_partition_the_global_batch_over_ranks():
         assert parts[0][step] + parts[1][step] == batch
     assert EpochBatches(23, 8, seed=1).batches(4) != whole     # a new order every epoch
     sampler = EpochBatches(23, 8, seed=1)
-    sampler.start(3, skip=1)
-    assert list(sampler) == whole[1:] and len(sampler) == 1
+    sampler.start(7, total=11)                                 # epoch 3 step 1 .. epoch 5
+    following = EpochBatches(23, 8, seed=1).batches
+    assert list(sampler) == whole[1:] + following(4) + following(5)[:1]
+    assert len(sampler) == 4
+
+
+def test_auto_loader_workers_leave_the_cores_to_the_model_on_cpu(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert loader_workers(3, cpu) == 3 and loader_workers(0, cuda) == 0     # as asked
+    assert loader_workers(-1, cpu) == 2 and loader_workers(-1, cuda) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")                            # 4 cores each
+    assert loader_workers(-1, cpu) == 1 and loader_workers(-1, cuda) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert loader_workers(-1, cpu) == 1 and loader_workers(-1, cuda) == 1
 
 
 def test_lr_schedules():

@@ -1,15 +1,17 @@
 """Both frame-store backends through the one interface."""
 import numpy as np
 import pytest
+import zarr
 
 from vssl_cli.artifacts import new_manifest
 from vssl_cli.errors import UsageProblem, VsslError
 from vssl_cli.store import open_store, open_writer
 from vssl_cli.store.base import slab_plan
+from vssl_cli.store.zarr_chunks import ChunkLayout
 
 
-def _fill(path, videos):
-    writer = open_writer(path, chunk_frames=4)
+def _fill(path, videos, codec="auto"):
+    writer = open_writer(path, codec, chunk_frames=4)
     table = []
     for key, frames in videos.items():
         sink = writer.begin(key, frames.shape[1], frames.shape[2])
@@ -75,6 +77,40 @@ def test_zarr_reads_through_fsspec_url(tmp_path):
     _fill(str(path), {"a": a})
     with open_store(f"file://{path}") as store:
         np.testing.assert_array_equal(store.read("a", [3, 1]), a[[3, 1]])
+
+
+@pytest.mark.parametrize("codec", ["blosc-lz4", "blosc-zstd", "zstd", "gzip", "none"])
+def test_zarr_direct_chunk_reads_match_zarr(tmp_path, codec):
+    a = np.random.default_rng(1).integers(0, 255, (23, 6, 10, 3), dtype=np.uint8)
+    path = tmp_path / "d.zarr"
+    _fill(str(path), {"a": a}, codec)
+    layout = ChunkLayout.of(path / "videos" / "a")
+    assert layout is not None and layout.chunk_frames == 4
+    for idx in ([0], [3, 4], [1, 2, 21, 22], list(range(23))):    # 22: the padded last chunk
+        np.testing.assert_array_equal(layout.read(np.array(idx)), a[idx])
+    with open_store(path) as store:
+        np.testing.assert_array_equal(store.read("a", [22, 0, 9]), a[[22, 0, 9]])
+        assert store._layout("a") is not None      # served without zarr
+
+
+def test_zarr_reads_other_layouts_and_missing_chunks_through_zarr(tmp_path):
+    a = np.random.default_rng(2).integers(0, 255, (10, 4, 6, 3), dtype=np.uint8)
+    path = tmp_path / "o.zarr"
+    _fill(str(path), {"a": a, "b": a})
+    # "b" rewritten with nested chunk keys (older stores) and "a" chunked in space too.
+    zarr.open_group(path / "videos", mode="a").create_array(
+        "b", data=a, chunks=(4, 4, 6, 3), overwrite=True).attrs["record"] = {}
+    zarr.open_group(path / "videos", mode="a").create_array(
+        "a", data=a, chunks=(4, 2, 6, 3), overwrite=True)
+    assert ChunkLayout.of(path / "videos" / "a") is None
+    assert ChunkLayout.of(path / "videos" / "b").separator == "/"
+    (path / "videos" / "b" / "c" / "1" / "0" / "0" / "0").unlink()   # frames 4-7: never written
+    expected = a.copy()
+    expected[4:8] = 0                                                  # zarr's fill value
+    with open_store(path) as store:
+        np.testing.assert_array_equal(store.read("a", range(10)), a)
+        np.testing.assert_array_equal(store.read("b", range(10)), expected)
+        np.testing.assert_array_equal(store.read("b", [9, 0]), a[[9, 0]])
 
 
 def test_slab_plan_prefers_one_contiguous_read():

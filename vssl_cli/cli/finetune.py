@@ -71,9 +71,12 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
 
     def finalize(method, device):
         import torch
+
+        from vssl_cli.engine.device import loader_workers
+        device = torch.device(device)
         scores = clip_test(method, {**spec, "clip_len": config["params"]["clip_len"]}, frames,
-                           test_split, test_clips, torch.device(device), classes,
-                           workers=config["workers"])
+                           test_split, test_clips, device, classes,
+                           workers=loader_workers(config["workers"], device))
         log.info("finetuned: test top-1 %.3f (%d clips), top-5 %.3f", scores["test_top1"],
                  test_clips, scores["test_top5"])
         return scores

@@ -28,8 +28,10 @@ TRAIN_OPTIONS = [
     ("--split", "split", dict(help="Store split to train on: auto (train if the store has "
                                    "splits, else all), all, train, test, ...")),
     ("--seed", "seed", dict(type=int, help="Random seed (data order, augmentations, init).")),
-    ("--workers", "workers", dict(type=click.IntRange(0),
-                                  help="DataLoader worker processes reading the store.")),
+    ("--workers", "workers", dict(type=click.IntRange(-1),
+                                  help="DataLoader worker processes reading the store; -1: "
+                                       "auto (CUDA: the cores less one, up to 8; CPU: one "
+                                       "per 8 cores, the model needs the rest).")),
     ("--device", "device", dict(help="auto (CUDA when present), cpu, cuda, cuda:N.")),
     ("--amp", "amp", dict(type=click.Choice(AMP_MODES),
                           help="Mixed precision on CUDA (auto: bf16 if supported, else fp16).")),

@@ -2,7 +2,10 @@
 
 The batch sampler yields lists of ``(epoch, item)`` keys, so persistent DataLoader
 workers need no epoch broadcast, and a resumed run can start in the middle of an epoch
-(``start(epoch, skip)``) and read exactly the batches the uninterrupted run would have.
+(``start(step, total)``) and read exactly the batches the uninterrupted run would have.
+One pass covers every remaining step, across epoch boundaries: the loader's workers keep
+reading ahead instead of draining at the end of each epoch and restarting cold (on 16
+videos at batch 16, one step per epoch, that wait was 0.1 s of every 0.4 s step).
 """
 from __future__ import annotations
 
@@ -16,14 +19,15 @@ class EpochBatches:
             raise ValueError(f"batch size {global_batch} is not divisible by {world} processes")
         self.num_items, self.global_batch, self.seed = num_items, global_batch, seed
         self.rank, self.world = rank, world
-        self.epoch, self.skip = 0, 0
+        self.step, self.total = 0, self.steps_per_epoch     # one epoch until start()
 
     @property
     def steps_per_epoch(self) -> int:
         return self.num_items // self.global_batch     # drop the last partial batch
 
-    def start(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
+    def start(self, step: int, total: int) -> None:
+        """Iterate over global steps ``step`` .. ``total - 1``."""
+        self.step, self.total = step, total
 
     def batches(self, epoch: int) -> list[list[tuple[int, int]]]:
         order = np.random.default_rng([self.seed, epoch, 7]).permutation(self.num_items)
@@ -36,7 +40,12 @@ class EpochBatches:
         return out
 
     def __iter__(self):
-        return iter(self.batches(self.epoch)[self.skip:])
+        spe = self.steps_per_epoch
+        for step in range(self.step, len(self) + self.step):
+            epoch, index = divmod(step, spe)
+            if step == self.step or index == 0:
+                epoch_batches = self.batches(epoch)
+            yield epoch_batches[index]
 
     def __len__(self) -> int:
-        return self.steps_per_epoch - self.skip
+        return max(0, self.total - self.step)

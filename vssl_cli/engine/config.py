@@ -35,7 +35,7 @@ class TrainConfig:
     clip_grad: float = 0.0          # max gradient norm, 0 = off
     split: str = "auto"             # train split when the store has splits, else all
     seed: int = 0
-    workers: int = 2
+    workers: int = -1               # DataLoader readers; -1: auto (engine/device.py)
     device: str = "auto"
     amp: str = "auto"               # auto (bf16/fp16 on CUDA) | bf16 | fp16 | off
     channels_last: bool = True      # CUDA only
@@ -137,9 +137,11 @@ def validate(config: dict) -> None:
         raise UsageProblem(f"schedule must be one of {', '.join(SCHEDULES)}")
     if config["amp"] not in AMP_MODES:
         raise UsageProblem(f"amp must be one of {', '.join(AMP_MODES)}")
-    for key in ("epochs", "max_steps", "checkpoint_every", "log_every", "workers"):
+    for key in ("epochs", "max_steps", "checkpoint_every", "log_every"):
         if config[key] < 0:
             raise UsageProblem(f"{key} must be >= 0")
+    if config["workers"] < -1:
+        raise UsageProblem("workers must be >= 0, or -1 for auto")
     if config["batch_size"] < 2:
         raise UsageProblem("batch_size must be at least 2 (contrastive losses and BatchNorm)")
     if config["lr"] <= 0:

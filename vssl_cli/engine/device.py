@@ -46,6 +46,28 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         raise UsageProblem(f"unknown device {name!r}") from None
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                      # not Linux
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int, device: torch.device) -> int:
+    """DataLoader reader processes; ``requested`` -1 is auto. A reader spends ~2.5 ms of
+    CPU per item (bench/train.py). On CUDA the GPU consumes items far faster than one
+    reader supplies them: use the cores this process has (its share under torchrun),
+    less one for the training loop, up to 8. On a CPU the model itself already uses every
+    core and needs ~20 ms per item, so one reader keeps up with about 8 cores and each
+    extra one only takes CPU from the model (2 cores: 82 clips/s with 1 reader, 71 with 2)."""
+    if requested >= 0:
+        return requested
+    cores = max(1, _cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if device.type == "cuda":
+        return max(1, min(8, cores - 1))
+    return max(1, cores // 8)
+
+
 def init_distributed(d: Dist, device: torch.device) -> None:
     if d.world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

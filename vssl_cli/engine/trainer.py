@@ -182,7 +182,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
     if progress is not None:
         progress.reset(total=total)
         progress.update(step)
-    loader = _loader(dataset, sampler, config["workers"], cuda)
+    loader = _loader(dataset, sampler, dev.loader_workers(config["workers"], device), cuda)
     autocast = (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype
                 else contextlib.nullcontext())
     window: dict[str, list[float]] = {}
@@ -193,8 +193,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
     method.train()
     with StopRequest() as stop:
         while step < total and not stop.requested:
-            epoch, skip = divmod(step, spe)
-            sampler.start(epoch, skip)
+            sampler.start(step, total)
             t_fetch = time.perf_counter()
             for batch in loader:
                 data_wait += time.perf_counter() - t_fetch

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
@@ -20,6 +21,7 @@ from vssl_cli.artifacts import (MANIFEST_NAME, parse_manifest, replace_path, uma
                                 write_json_atomic)
 from vssl_cli.errors import VsslError
 from vssl_cli.store.base import FrameStore, StoreWriter, VideoSink
+from vssl_cli.store.zarr_chunks import ChunkLayout
 
 CODECS = {
     "blosc-lz4": lambda: [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
@@ -48,13 +50,28 @@ class ZarrFrameStore(FrameStore):
     def __init__(self, path: str, manifest: dict | None = None):
         super().__init__(path, manifest or read_manifest(path))
         self._handle = None
+        self._layouts: dict[str, ChunkLayout | None] = {}   # key -> direct reader, if any
 
     def _group(self):
         if self._handle is None:
             self._handle = zarr.open_group(self.path, mode="r")
         return self._handle
 
+    def _layout(self, key: str) -> ChunkLayout | None:
+        if key not in self._layouts:
+            local = "://" not in self.path
+            self._layouts[key] = ChunkLayout.of(Path(self.path) / "videos" / key) if local \
+                else None
+        return self._layouts[key]
+
     def _read(self, key, selection):
+        layout = self._layout(key)
+        if layout is not None:
+            indices = np.arange(selection.start, selection.stop) \
+                if isinstance(selection, slice) else selection
+            frames = layout.read(indices)
+            if frames is not None:
+                return frames
         array = self._group()["videos"][key]
         if isinstance(selection, slice):
             return array[selection]

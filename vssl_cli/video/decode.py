@@ -12,6 +12,7 @@ import collections
 import contextlib
 import dataclasses
 import fcntl
+import mmap
 import os
 import queue
 import re
@@ -32,17 +33,15 @@ _LEVEL = re.compile(r"\[(panic|fatal|error|warning|info)\] ?")
 _COMPLAINTS = ("panic", "fatal", "error")
 
 
-def _large_blocks_from_mmap(threshold: int = 4 << 20) -> None:
-    """Frame blocks are allocated by one thread and freed by another; glibc would otherwise
-    raise its mmap threshold after the first free and serve later blocks from per-thread
-    arenas that fragment, so peak memory crept up with video length (bench/extract.py).
-    A fixed threshold keeps every block mmap-backed and returned to the OS on free."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)   # -3: M_MMAP_THRESHOLD
-
-
-_large_blocks_from_mmap()
+def _mapped_block(nbytes: int) -> np.ndarray:
+    """A frame block in its own anonymous mapping, returned to the OS when the last view
+    of it is dropped. Blocks are allocated by the reader thread and freed by another;
+    from malloc, glibc would raise its mmap threshold after the first free and serve later
+    blocks from per-thread arenas that fragment, so peak memory crept up with video length
+    (bench/extract.py). A process-wide mallopt fixed that too, but made every large
+    tensor in the process (training, `retrieve --query`) fault in fresh pages: 3x slower
+    augmentation in a process that had imported this module."""
+    return np.frombuffer(mmap.mmap(-1, nbytes), np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +217,7 @@ class FrameDecoder:
                 try:
                     buffer = self._free.get_nowait()
                 except queue.Empty:
-                    buffer = np.empty(want, np.uint8)
+                    buffer = _mapped_block(want)
                 got = stdout.readinto(buffer)   # fills it unless the stream ends first
                 n = got // frame_bytes
                 if n:
