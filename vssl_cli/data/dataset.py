@@ -60,8 +60,11 @@ class ClipDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, i])
         views = [np.asarray(v, dtype=np.int64) for v in self.views(int(record["frames"]), rng)]
         wanted = np.unique(np.concatenate(views))
-        frames = torch.from_numpy(self.store.read(record["id"], wanted))   # (N, H, W, 3)
-        clips = [frames[np.searchsorted(wanted, v)].permute(3, 0, 1, 2) for v in views]
+        frames = self.store.read(record["id"], wanted)                     # (N, H, W, 3)
+        # Gathered in numpy: indexing a uint8 torch tensor with an index array takes ~25x
+        # longer (0.2 ms per clip in a one-thread loader worker).
+        clips = [torch.from_numpy(frames[np.searchsorted(wanted, v)]).permute(3, 0, 1, 2)
+                 for v in views]
         return {"clips": clips, "indices": views, "label": self.label(i), "index": i}
 
 
