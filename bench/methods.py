@@ -143,6 +143,11 @@ def main():
     def suffix(seed: int) -> str:
         return f"-s{seed}" if seed else ""   # seed 0 keeps the single-seed run names
 
+    def training_seconds(m: dict) -> float:
+        """All sessions of a resumed run; runs made before the engine kept the total
+        (``wall_s``) only know their last session."""
+        return m.get("wall_s", m["wall_s_this_session"])
+
     def encoder_key(run: Path) -> str:
         spec = json.loads((run / "manifest.json").read_text())["outputs"]["encoder"]
         return f"{spec['backbone']} strides {spec['temporal_strides'] or 'default'}"
@@ -151,7 +156,7 @@ def main():
         run = Path(vssl("pretrain", *common(name, seed), "-o", work / f"{name}{suffix(seed)}",
                         "--epochs", args.epochs, threads=threads))
         return {"seed": seed, "pretrained": evaluate(run, frames, synth, threads),
-                "train_seconds": round(metrics(run)["wall_s_this_session"], 1)}
+                "train_seconds": round(training_seconds(metrics(run)), 1)}
 
     random_evals, lock = {}, threading.Lock()
 

@@ -184,6 +184,8 @@ def test_interrupted_pretrain_resumes_to_the_uninterrupted_result(tiny_frames, t
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 9))
     assert not partial.exists()
+    timing = manifest_of(run)["metrics"]     # training time counts both sessions
+    assert timing["wall_s"] > timing["wall_s_this_session"] > 0
 
 
 def test_nonfinite_loss_stops_and_keeps_the_existing_run(tiny_frames, tmp_path):

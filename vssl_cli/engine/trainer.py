@@ -156,7 +156,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
     amp_dtype = dev.autocast_dtype(config["amp"], device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
-    step = 0
+    step, wall_before = 0, 0.0        # wall_before: training time of the sessions resumed
     state = run.load_checkpoint() if run is not None else None
     if d.world > 1:                    # every rank resumes from rank 0's checkpoint
         holder = [state]
@@ -168,6 +168,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
         schedule.load_state_dict(state["schedule"])
         scaler.load_state_dict(state["scaler"])
         step = int(state["step"])
+        wall_before = float(state.get("wall_s", 0.0))
         if run is not None:
             run.trim_log(step)
             log.info("resuming from step %d of %d", step, total)
@@ -177,7 +178,8 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
             run.save_checkpoint({"step": step, "model": method.state_dict(),
                                  "optimizer": optimizer.state_dict(),
                                  "schedule": schedule.state_dict(),
-                                 "scaler": scaler.state_dict(), "config": config})
+                                 "scaler": scaler.state_dict(), "config": config,
+                                 "wall_s": wall_before + time.perf_counter() - t_start})
 
     if progress is not None:
         progress.reset(total=total)
@@ -251,7 +253,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
     wall = time.perf_counter() - t_start
     metrics = {"steps": step, "epochs": round(step / spe, 3), "steps_per_epoch": spe,
                "train_videos": len(dataset), "world_size": d.world,
-               "wall_s_this_session": round(wall, 2)}
+               "wall_s": round(wall_before + wall, 2), "wall_s_this_session": round(wall, 2)}
     if last:
         metrics.update({"final_loss": last["loss"], "clips_per_s": last["clips_per_s"]})
     return TrainResult(step, step / spe, metrics, str(device))
