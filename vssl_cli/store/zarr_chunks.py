@@ -70,10 +70,11 @@ class ChunkLayout:
         """Frames at sorted ``indices`` (all in range), or None if a chunk is missing."""
         out = np.empty((len(indices), *self.shape[1:]), np.uint8)
         which = indices // self.chunk_frames
-        for c in np.unique(which):
-            frames = self.chunk(int(c))
+        starts = np.flatnonzero(np.diff(which, prepend=-1))    # each chunk's first row
+        for a, b in zip(starts, [*starts[1:], len(indices)]):
+            c = int(which[a])
+            frames = self.chunk(c)
             if frames is None:
                 return None
-            rows = which == c
-            out[rows] = frames[indices[rows] - c * self.chunk_frames]
+            out[a:b] = frames[indices[a:b] - c * self.chunk_frames]
         return out
