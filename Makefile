@@ -94,6 +94,7 @@ bench: install
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/methods.py
+	$(BIN)/python bench/gpu.py
 	$(BIN)/python bench/report.py
 
 clean:

@@ -231,6 +231,8 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
                             "lr": schedule.get_last_lr()[0],
                             "clips_per_s": clips_in_window / max(now - t_window, 1e-9),
                             "data_wait": data_wait / max(now - t_window, 1e-9)}
+                    if cuda:               # peak so far: what the GPU must hold for this run
+                        last["gpu_mem_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
                     window, t_window, data_wait, clips_in_window = {}, now, 0.0, 0
                     if run is not None:
                         run.log(last)
