@@ -90,9 +90,9 @@ def test_auto_loader_workers_leave_the_cores_to_the_model_on_cpu(monkeypatch):
     assert loader_workers(3, cpu) == 3 and loader_workers(0, cuda) == 0     # as asked
     assert loader_workers(-1, cpu) == 2 and loader_workers(-1, cuda) == 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")                            # 4 cores each
-    assert loader_workers(-1, cpu) == 1 and loader_workers(-1, cuda) == 3
+    assert loader_workers(-1, cpu) == 0 and loader_workers(-1, cuda) == 3
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert loader_workers(-1, cpu) == 1 and loader_workers(-1, cuda) == 1
+    assert loader_workers(-1, cpu) == 0 and loader_workers(-1, cuda) == 1
 
 
 def test_lr_schedules():

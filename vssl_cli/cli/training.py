@@ -30,8 +30,9 @@ TRAIN_OPTIONS = [
     ("--seed", "seed", dict(type=int, help="Random seed (data order, augmentations, init).")),
     ("--workers", "workers", dict(type=click.IntRange(-1),
                                   help="DataLoader worker processes reading the store; -1: "
-                                       "auto (CUDA: the cores less one, up to 8; CPU: one "
-                                       "per 8 cores, the model needs the rest).")),
+                                       "auto (CUDA: the cores less one, up to 8; CPU: none "
+                                       "below 8 cores, then one per 8; the model needs "
+                                       "the rest).")),
     ("--device", "device", dict(help="auto (CUDA when present), cpu, cuda, cuda:N.")),
     ("--amp", "amp", dict(type=click.Choice(AMP_MODES),
                           help="Mixed precision on CUDA (auto: bf16 if supported, else fp16).")),

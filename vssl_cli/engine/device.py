@@ -58,14 +58,16 @@ def loader_workers(requested: int, device: torch.device) -> int:
     CPU per item (bench/train.py). On CUDA the GPU consumes items far faster than one
     reader supplies them: use the cores this process has (its share under torchrun),
     less one for the training loop, up to 8. On a CPU the model itself already uses every
-    core and needs ~20 ms per item, so one reader keeps up with about 8 cores and each
-    extra one only takes CPU from the model (2 cores: 82 clips/s with 1 reader, 71 with 2)."""
+    core and needs ~20 ms per item, so reading in the training process costs only the reads,
+    while a reader process also stalls the model's threads it preempts (2 cores: 83 clips/s
+    reading in-process, 77 with 1 reader, 71 with 2); one reader per 8 cores is a guess for
+    bigger CPUs, where reads in the loop would start to show (not measured)."""
     if requested >= 0:
         return requested
     cores = max(1, _cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if device.type == "cuda":
         return max(1, min(8, cores - 1))
-    return max(1, cores // 8)
+    return cores // 8
 
 
 def init_distributed(d: Dist, device: torch.device) -> None:
