@@ -37,9 +37,8 @@ def rows() -> list[tuple[str, str, str, str]]:
                                                 + t["compute_ms_per_step"])
             out.append(("  of which augmentation / waiting for data", "0 (hidden)",
                         f"{share:.0%} / {t['data_wait_share']:.1%}", "-"))
-        out += [
-                ("clip read from the store", "decoding the mp4",
-                 f"{t['read_vs_decode']:.1f}x", ">= 10x")]
+        out.append(("clip read from the store", "decoding the mp4",
+                    f"{t['read_vs_decode']:.1f}x", ">= 10x"))
     if (r := _load("retrieval")):
         out.append(("exact retrieval search", "bare matmul, same sizes",
                     f"{r['search_vs_matmul']:.2f}x ({r['config']['gallery']} videos, "

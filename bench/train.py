@@ -80,9 +80,10 @@ def _timed_steps(fn, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def compute_only_rate(store: Path, config: dict, steps: int) -> tuple[float, float]:
+def compute_only_rate(store: Path, config: dict, steps: int) -> tuple[float, float, float]:
     """Forward+backward+step of the same model on one pre-augmented batch on the device,
-    as clips/s; and the augmentation of that batch's views alone, in s per step."""
+    as clips/s and s per step; and the augmentation of that batch's views alone, in s per
+    step."""
     device = resolve_device(config["device"])
     torch.manual_seed(0)
     method = SimCLR.from_config(config).to(device).train()
@@ -108,7 +109,7 @@ def compute_only_rate(store: Path, config: dict, steps: int) -> tuple[float, flo
         optimizer.step()
 
     per_step = _timed_steps(step, steps, device)
-    return x.shape[0] / per_step, _timed_steps(augment, steps, device)
+    return x.shape[0] / per_step, per_step, _timed_steps(augment, steps, device)
 
 
 def read_vs_decode(store: Path, paths: list[Path], clip_len: int, clips: int) -> dict:
@@ -155,7 +156,7 @@ def main():
         store, paths = make_store(Path(tmp), args.videos, args.frames)
         config = config_for(args)
         full, data_wait = full_step_rate(store, config)
-        alone, augment_s = compute_only_rate(store, config, args.steps)
+        alone, compute_s, augment_s = compute_only_rate(store, config, args.steps)
         io = read_vs_decode(store, paths, args.clip_len, args.read_clips)
     result = {"config": {k: v for k, v in vars(args).items()},
               "device": str(resolve_device(args.device)),
@@ -163,13 +164,13 @@ def main():
               "full_step_clips_per_s": full, "compute_only_clips_per_s": alone,
               "data_path_overhead": 1 - full / alone,
               "augment_ms_per_step": 1000 * augment_s,
-              "compute_ms_per_step": 1000 * 2 * args.batch / alone,
+              "compute_ms_per_step": 1000 * compute_s,
               "data_wait_share": data_wait, **io}
     path = save("train" + (f"_{args.tag}" if args.tag else ""), result)
     print(f"full step {full:.1f} clips/s vs compute alone {alone:.1f} clips/s: "
           f"data-path overhead {100 * (1 - full / alone):.1f}% (target < 10%)")
     print(f"of which: augmentation {1000 * augment_s:.1f} ms per step "
-          f"({100 * augment_s / (augment_s + 2 * args.batch / alone):.1f}% of augment+compute);"
+          f"({100 * augment_s / (augment_s + compute_s):.1f}% of augment+compute);"
           f" waiting for batches {100 * data_wait:.1f}% of the run")
     print(f"clip read from store {io['store_read_clips_per_s']:.1f}/s vs decode from mp4 "
           f"{io['mp4_decode_clips_per_s']:.1f}/s: {io['read_vs_decode']:.1f}x (target >= 10x)")

@@ -194,7 +194,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
     last_saved = step
     method.train()
     with StopRequest() as stop:
-        while step < total and not stop.requested:
+        if step < total:                    # one pass: the sampler spans epoch boundaries
             sampler.start(step, total)
             t_fetch = time.perf_counter()
             for batch in loader:
@@ -244,7 +244,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
                 if step % config["checkpoint_every"] == 0 or step == total or stop.requested:
                     checkpoint()
                     last_saved = step
-                if step >= total or stop.requested:
+                if stop.requested:
                     break
                 t_fetch = time.perf_counter()
         dev.barrier()
