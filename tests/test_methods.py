@@ -270,6 +270,7 @@ def test_tce_trains_a_2d_encoder_and_stores_anchors_in_its_bank():
     method.attach_dataset(6)
     parts = _grads_reach_every_parameter(method)
     assert parts["threshold"] == -1.0 and np.isfinite(parts["nce"])
+    assert all(-1.0 <= parts[k] <= 1.0 for k in ("pos_cos", "neg_cos"))   # collapse gauges
     assert method.frame_model
     import pytest
     with pytest.raises(ValueError, match="2D frame backbone"):

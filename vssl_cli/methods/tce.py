@@ -7,10 +7,11 @@ Hard negative mining: only bank entries whose cosine to the anchor is below a th
 may be negatives, the hardest of them first (up to ``max_hard`` of the ``negatives``),
 the rest random. The threshold rises over training from ``threshold_low`` to
 ``threshold_high`` as lo + (hi - lo)(1 - exp(-rate * progress)), so negatives start random
-and end up close to the anchor (as in the official code). Evaluation averages frame
-embeddings over the video (``clip_len`` frames per clip, ``stride`` apart).
-The official code's auxiliary rotation-prediction loss is not part of the method as
-METHODS.md describes it and is left out.
+and end up close to the anchor, as the paper describes (the official code's exponent has
+the opposite sign, which holds its threshold below -1, so it never mines). Evaluation
+averages frame embeddings over the video (``clip_len`` frames per clip, ``stride`` apart).
+The loss is the softmax (InfoNCE) form of METHODS.md; the official code's NCE with a
+constant partition and its auxiliary rotation-prediction loss are left out.
 """
 from __future__ import annotations
 
@@ -116,4 +117,10 @@ class TCE(Method):
         logits = torch.cat([(anchor * positive).sum(1, keepdim=True), neg_logits], 1) / p.tau
         loss = F.cross_entropy(logits, torch.zeros_like(index))
         self.update_bank("bank", index, anchor)       # each video's latest anchor
-        return loss, {"nce": float(loss.detach()), "threshold": threshold}
+        # Mean cosine to the positive and to the negatives: both near 1 means the embedding
+        # has collapsed (the loss then sits at log(1 + negatives)).
+        with torch.no_grad():
+            pos_cos = (anchor * positive).sum(1).mean()
+            neg_cos = neg_logits[torch.isfinite(neg_logits)].mean()
+        return loss, {"nce": float(loss.detach()), "threshold": threshold,
+                      "pos_cos": float(pos_cos), "neg_cos": float(neg_cos)}
