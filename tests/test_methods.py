@@ -12,7 +12,8 @@ from vssl_cli.methods.simclr import SimCLR, SimCLRParams
 from vssl_cli.methods.tclr import TCLR, TCLRParams, global_local_loss, local_local_loss, tclr_views
 from vssl_cli.methods.ctrlaug import (CtrlAug, CtrlAugParams, GradReverse, correspondence,
                                       local_global_views, mine_bound)
-from vssl_cli.methods.tce import TCE, TCEParams, mine_negatives, mining_threshold, nearby_pair
+from vssl_cli.methods.tce import (TCE, TCEParams, mine_negatives, mining_threshold, nce_loss,
+                                  nearby_pair)
 from vssl_cli.methods.teg import TeG, TeGParams, fine_grained_loss, long_short_views
 from vssl_cli.methods.vthcl import VTHCL, VTHCLParams, bank_contrast, tempo_views
 
@@ -264,6 +265,33 @@ def test_tce_mines_the_hardest_negatives_below_the_threshold():
                                          generator=torch.Generator().manual_seed(1)).tolist()
 
 
+def test_tce_nce_loss_matches_the_official_formula():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6) * 4
+    valid = torch.ones(3, 5)
+    valid[1, 2] = 0                                    # the anchor's own row, left out
+    log_z, n = 2.5, 50
+    p, noise = logits.exp() / math.exp(log_z), 5 / n   # m Pn, m = 5 negatives
+    d1 = (p[:, 0] / (p[:, 0] + noise)).log()
+    d0 = (noise / (p[:, 1:] + noise)).log() * valid
+    expected = -(d1.sum() + d0.sum()) / 3
+    got = nce_loss(logits, valid, torch.tensor(log_z), n)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_tce_nce_charges_a_collapse_that_the_softmax_form_does_not_see():
+    """All logits equal (every embedding one point): shifting them together leaves the
+    softmax loss where it is but changes NCE, so NCE still has a gradient there."""
+    flat = torch.full((4, 9), 1 / 0.07, requires_grad=True)
+    soft = F.cross_entropy(flat, torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(soft, torch.tensor(math.log(9)))
+    soft.backward()
+    assert torch.allclose(flat.grad.sum(1), torch.zeros(4), atol=1e-6)   # no push apart
+    flat.grad = None
+    nce_loss(flat, torch.ones(4, 8), torch.tensor(10.0), 100).backward()
+    assert (flat.grad[:, 1:] > 0).all()          # every negative is pushed down
+
+
 def test_tce_trains_a_2d_encoder_and_stores_anchors_in_its_bank():
     torch.manual_seed(0)
     method = TCE(TCEParams(negatives=3), "resnet18-tiny", AugConfig(size=32))
@@ -272,9 +300,19 @@ def test_tce_trains_a_2d_encoder_and_stores_anchors_in_its_bank():
     assert parts["threshold"] == -1.0 and np.isfinite(parts["nce"])
     assert all(-1.0 <= parts[k] <= 1.0 for k in ("pos_cos", "neg_cos"))   # collapse gauges
     assert method.frame_model
+    # NCE's partition is fixed on the first step and kept in the state (checkpoints)
+    log_z = float(method.log_partition)
+    assert math.isfinite(log_z) and "log_partition" in method.state_dict()
+    method(_batch(method.views(64, np.random.default_rng(1))), None)
+    assert float(method.log_partition) == log_z
     import pytest
     with pytest.raises(ValueError, match="2D frame backbone"):
         TCE(TCEParams(), "r3d18-tiny", AugConfig(size=32))
+    with pytest.raises(ValueError, match="nce or softmax"):
+        TCEParams(loss="infonce").validate()
+    softmax = TCE(TCEParams(negatives=3, loss="softmax"), "resnet18-tiny", AugConfig(size=32))
+    softmax.attach_dataset(6)
+    assert np.isfinite(_grads_reach_every_parameter(softmax)["nce"])
 
 
 # --- controllable augmentations ---------------------------------------------------------

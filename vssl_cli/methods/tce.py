@@ -10,8 +10,11 @@ the rest random. The threshold rises over training from ``threshold_low`` to
 and end up close to the anchor, as the paper describes (the official code's exponent has
 the opposite sign, which holds its threshold below -1, so it never mines). Evaluation
 averages frame embeddings over the video (``clip_len`` frames per clip, ``stride`` apart).
-The loss is the softmax (InfoNCE) form of METHODS.md; the official code's NCE with a
-constant partition and its auxiliary rotation-prediction loss are left out.
+The loss is the official code's NCE with a constant partition (``loss="nce"``): on synth,
+the softmax (InfoNCE) form, also offered, collapsed within ~60 steps (all embeddings one
+point, the loss at log(1 + negatives)), which NCE did not. The official code's auxiliary
+rotation-prediction loss is not part of the method as METHODS.md describes it and is left
+out.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vssl_cli.engine.device import mean_over_processes
 from vssl_cli.methods.base import Method
 from vssl_cli.models import ProjectionHead
 
@@ -41,10 +45,13 @@ class TCEParams:
     threshold_low: float = -1.0
     threshold_high: float = 1.0
     threshold_rate: float = 5.0
+    loss: str = "nce"              # nce (the official code's) or softmax (InfoNCE)
 
     def validate(self):
         if self.window < 1:
             raise ValueError("window must be at least 1 frame")
+        if self.loss not in ("nce", "softmax"):
+            raise ValueError("loss must be nce or softmax")
         if not 0 <= self.max_hard <= 1:
             raise ValueError("max_hard must be between 0 and 1")
 
@@ -55,6 +62,21 @@ def nearby_pair(num_frames: int, window: int, rng: np.random.Generator) -> list[
     lo, hi = max(0, anchor - window), min(num_frames - 1, anchor + window)
     choices = [f for f in range(lo, hi + 1) if f != anchor] or [anchor]
     return [np.array([anchor]), np.array([choices[int(rng.integers(len(choices)))]])]
+
+
+def nce_loss(logits: torch.Tensor, valid: torch.Tensor, log_partition: torch.Tensor,
+             bank_size: int) -> torch.Tensor:
+    """Noise-contrastive estimation (Wu et al. 2018) on ``logits`` = cosine / tau, the
+    positive first: each column is a binary guess, "data or noise", between the model
+    exp(logit) / Z and uniform noise over the bank's ``bank_size`` rows drawn ``m`` times.
+    Unlike the softmax form, it charges every negative for its own similarity, so moving
+    all embeddings together (a collapse) does not lower it. ``valid`` masks negatives
+    that are not there (the anchor's own row); ``m`` counts the columns."""
+    log_p = logits - log_partition
+    log_noise = math.log((logits.shape[1] - 1) / bank_size)
+    positive = F.softplus(log_noise - log_p[:, 0])     # -log(p / (p + m Pn))
+    negative = F.softplus(log_p[:, 1:] - log_noise)    # -log(m Pn / (p + m Pn))
+    return positive.mean() + (negative * valid).sum(1).mean()
 
 
 def mining_threshold(progress: float, low: float, high: float, rate: float) -> float:
@@ -94,6 +116,16 @@ class TCE(Method):
     def attach_dataset(self, size: int) -> None:
         self.bank_size = size
         self.register_bank("bank", size, self.params.proj_dim)
+        # NCE's log Z, fixed on the first step; NaN until then (a buffer, so a resumed
+        # run keeps it).
+        self.register_buffer("log_partition", torch.tensor(math.nan, device=self.bank.device))
+
+    @torch.no_grad()
+    def _fix_partition(self, logits: torch.Tensor) -> None:
+        """log Z = log(mean exp(logit) * bank size) over the first step's logits (the
+        official code's estimate), the same on every process."""
+        log_mean = logits.logsumexp(0) - math.log(logits.numel())
+        self.log_partition.fill_(float(mean_over_processes(log_mean)) + math.log(self.bank_size))
 
     @staticmethod
     def sample_views(p, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -115,7 +147,14 @@ class TCE(Method):
         neg_logits = torch.einsum("bd,bkd->bk", anchor, self.bank[neg])
         neg_logits = neg_logits.masked_fill(neg == index[:, None], -math.inf)
         logits = torch.cat([(anchor * positive).sum(1, keepdim=True), neg_logits], 1) / p.tau
-        loss = F.cross_entropy(logits, torch.zeros_like(index))
+        if p.loss == "softmax":
+            loss = F.cross_entropy(logits, torch.zeros_like(index))
+        else:
+            valid = torch.isfinite(logits)
+            if torch.isnan(self.log_partition):
+                self._fix_partition(logits.detach()[valid])
+            loss = nce_loss(logits.masked_fill(~valid, 0.0), valid[:, 1:].float(),
+                            self.log_partition, self.bank_size)
         self.update_bank("bank", index, anchor)       # each video's latest anchor
         # Mean cosine to the positive and to the negatives: both near 1 means the embedding
         # has collapsed (the loss then sits at log(1 + negatives)).
