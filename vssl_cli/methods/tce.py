@@ -145,21 +145,21 @@ class TCE(Method):
                                      p.threshold_rate)
         neg = mine_negatives(anchor, self.bank, index, count, threshold, p.max_hard, gen)
         neg_logits = torch.einsum("bd,bkd->bk", anchor, self.bank[neg])
-        neg_logits = neg_logits.masked_fill(neg == index[:, None], -math.inf)
+        own = neg == index[:, None]                   # a random draw of the anchor's row
+        neg_logits = neg_logits.masked_fill(own, -math.inf)
         logits = torch.cat([(anchor * positive).sum(1, keepdim=True), neg_logits], 1) / p.tau
         if p.loss == "softmax":
             loss = F.cross_entropy(logits, torch.zeros_like(index))
         else:
-            valid = torch.isfinite(logits)
             if torch.isnan(self.log_partition):
-                self._fix_partition(logits.detach()[valid])
-            loss = nce_loss(logits.masked_fill(~valid, 0.0), valid[:, 1:].float(),
+                self._fix_partition(logits.detach()[torch.isfinite(logits)])
+            loss = nce_loss(logits.masked_fill(torch.isinf(logits), 0.0), (~own).float(),
                             self.log_partition, self.bank_size)
         self.update_bank("bank", index, anchor)       # each video's latest anchor
         # Mean cosine to the positive and to the negatives: both near 1 means the embedding
         # has collapsed (the loss then sits at log(1 + negatives)).
         with torch.no_grad():
             pos_cos = (anchor * positive).sum(1).mean()
-            neg_cos = neg_logits[torch.isfinite(neg_logits)].mean()
+            neg_cos = neg_logits[~own].mean()
         return loss, {"nce": float(loss.detach()), "threshold": threshold,
                       "pos_cos": float(pos_cos), "neg_cos": float(neg_cos)}
