@@ -45,7 +45,7 @@ def mean_of(metrics: list[dict]) -> dict:
 
 def summary(args, seeds: list[int], rows: dict) -> dict:
     return {"epochs": args.epochs, "videos_per_class": args.videos_per_class,
-            "appearance": args.appearance, "seeds": seeds,
+            "appearance": args.appearance, "order_free": args.order_free, "seeds": seeds,
             "eval": "probe/retrieve 10 clips of 8 frames at stride 2; boundary F1 at 0.05",
             "methods": rows}
 
@@ -115,6 +115,9 @@ def main():
     ap.add_argument("--appearance", choices=["plain", "varied"], default="plain",
                     help="plain: one background, shape and colour pair for every video, so "
                          "only motion tells videos apart; varied: synth's defaults")
+    ap.add_argument("--order-free", action="store_true",
+                    help="only synth's order-free classes (vssl synth --order-free): the "
+                         "test for a frame model such as TCE, which averages over time")
     ap.add_argument("--seeds", default="0,1,2",
                     help="comma-separated seeds (pretraining and random init); figures are "
                          "means over them, with the spread of top-1")
@@ -126,6 +129,7 @@ def main():
     work = Path(args.work)
     looks = ["--backgrounds", 1, "--shapes", 1, "--colours", 2] if args.appearance == "plain" \
         else []
+    looks += ["--order-free"] if args.order_free else []
     synth = Path(vssl("synth", work / "synth", "--videos-per-class", args.videos_per_class,
                       *looks))
     frames = Path(vssl("extract", synth, "-o", work / "frames.zarr", "--short-side", "64"))

@@ -1,5 +1,6 @@
 """Clip index maths and batched augmentations."""
 import colorsys
+import dataclasses
 import math
 
 import numpy as np
@@ -100,6 +101,21 @@ def test_same_transform_for_every_frame_and_reproducible():
     assert torch.allclose(out[:, :, :1].expand_as(out), out, atol=1e-5)
     again, params2 = augment(clips, cfg, torch.Generator().manual_seed(3))
     assert torch.equal(out, again) and torch.equal(params.boxes, params2.boxes)
+
+
+def test_a_view_can_reuse_another_views_geometry_with_its_own_colours():
+    clips = _clip(b=6, t=1)
+    cfg = AugConfig(size=16, flip_p=0.5, jitter_p=1.0)
+    gen = torch.Generator().manual_seed(4)
+    _, first = augment(clips, cfg, gen)
+    _, second = augment(clips, cfg, gen, geometry_of=first)
+    assert torch.equal(second.boxes, first.boxes) and torch.equal(second.flip, first.flip)
+    assert not torch.equal(second.brightness, first.brightness)       # colours drawn anew
+    out, _ = augment(clips, AugConfig(size=16, jitter_p=0, gray_p=0, blur_p=0), gen,
+                     geometry_of=first)
+    plain = AugConfig(size=16, jitter_p=0, gray_p=0, blur_p=0)
+    assert torch.allclose(out, apply(clips, dataclasses.replace(
+        AugParams.identity(6), boxes=first.boxes, flip=first.flip), plain), atol=1e-5)
 
 
 def test_colour_parameters_act_as_named():

@@ -315,6 +315,20 @@ def test_tce_trains_a_2d_encoder_and_stores_anchors_in_its_bank():
     assert np.isfinite(_grads_reach_every_parameter(softmax)["nce"])
 
 
+def test_tce_anchor_and_positive_share_crop_and_flip_as_in_the_official_code():
+    """The same frame twice, colour augmentation off: with shared geometry the two views
+    are one image, so their embeddings coincide; with independent crops they do not."""
+    aug = AugConfig(size=32, scale=(0.2, 0.5), flip_p=0.5, jitter_p=0, gray_p=0, blur_p=0)
+    batch = _batch([[0], [0]])
+    batch["clips"][1] = batch["clips"][0]
+    for shared in (True, False):
+        torch.manual_seed(0)
+        method = TCE(TCEParams(negatives=3, shared_geometry=shared), "resnet18-tiny", aug)
+        method.attach_dataset(6)
+        _, parts = method(batch, torch.Generator().manual_seed(0))
+        assert (parts["pos_cos"] > 0.9999) == shared
+
+
 # --- controllable augmentations ---------------------------------------------------------
 
 def test_ctrlaug_local_clips_are_centred_in_their_part_of_the_video():

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import read_json, run_vssl
 from vssl_cli.errors import VsslError
-from vssl_cli.video.synth import CLASSES, SynthConfig, _background, render, synthesize
+from vssl_cli.video.synth import (CLASSES, ORDER_FREE, SynthConfig, _background, render,
+                                  synthesize)
 
 
 def _digests(root):
@@ -71,6 +72,24 @@ def test_cli_rerun_is_noop_and_bad_size_rejected(tmp_path):
     assert (out / "synth.json").stat().st_mtime_ns == mtime
     proc = run_vssl("synth", tmp_path / "t", "--size", "33", check=1)
     assert "even number" in proc.stderr
+
+
+def test_order_free_set_holds_one_of_each_reversed_pair(tmp_path):
+    def backwards(name):
+        return [(kind, -sign) for kind, sign in reversed(CLASSES[name])]
+    reverse_of = {a: b for a in CLASSES for b in CLASSES if backwards(a) == CLASSES[b]}
+    assert len(reverse_of) == 8                       # 4 pairs played backwards
+    assert not any(reverse_of.get(a) in ORDER_FREE for a in ORDER_FREE)
+    assert all(c in ORDER_FREE or reverse_of[c] in ORDER_FREE for c in CLASSES)
+    out = tmp_path / "of"
+    run_vssl("synth", out, "--order-free", "--videos-per-class", "3", "--frames", "6",
+             "--size", "32", check=0)
+    index = (out / "ucfTrainTestlist" / "classInd.txt").read_text().split()
+    assert index[1::2] == list(ORDER_FREE)
+    assert read_json(out / "synth.json")["config"]["order_free"] is True
+    assert "order_free" not in SynthConfig().recorded()   # older datasets keep their id
+    with pytest.raises(VsslError, match="between 1 and 6"):
+        SynthConfig(classes=7, order_free=True).validate()
 
 
 def test_appearance_pool_limits_what_tells_videos_apart():

@@ -4,13 +4,18 @@ from __future__ import annotations
 import click
 
 from vssl_cli.cli.common import emit, json_option, log, progress_bar, workers_option
-from vssl_cli.video.synth import CLASSES, COLOURS, SHAPES, SynthConfig, synthesize
+from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, SHAPES, SynthConfig,
+                                  synthesize)
 
 
 @click.command("synth")
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--classes", type=click.IntRange(1, len(CLASSES)), default=len(CLASSES),
-              show_default=True, help="Number of motion classes.")
+@click.option("--classes", type=click.IntRange(1, len(CLASSES)), default=None,
+              help="Number of motion classes (the first N; default: all of the set).")
+@click.option("--order-free", is_flag=True,
+              help=f"Only the classes that are not another class played backwards "
+                   f"({', '.join(ORDER_FREE)}): what a model blind to frame order, such as "
+                   f"TCE's frame average, can tell apart.")
 @click.option("--videos-per-class", type=click.IntRange(3), default=12, show_default=True,
               help="Videos per class (split into 3 groups, UCF101-style).")
 @click.option("--frames", type=click.IntRange(4), default=48, show_default=True,
@@ -32,8 +37,8 @@ from vssl_cli.video.synth import CLASSES, COLOURS, SHAPES, SynthConfig, synthesi
                    "length, so only motion stays the same within a video.")
 @workers_option(default=2, help="Videos rendered and encoded in parallel.")
 @json_option
-def synth_command(out_dir, classes, videos_per_class, frames, size, fps, seed, backgrounds,
-                  shapes, colours, drift, workers, as_json):
+def synth_command(out_dir, classes, order_free, videos_per_class, frames, size, fps, seed,
+                  backgrounds, shapes, colours, drift, workers, as_json):
     """Write a small labelled video dataset to OUT_DIR and print its path.
 
     Classes differ only by motion (direction, rotation, zoom, order of two movements) of a
@@ -41,8 +46,9 @@ def synth_command(out_dir, classes, videos_per_class, frames, size, fps, seed, b
     ucfTrainTestlist/ with 3 splits), so `vssl extract OUT_DIR` reads it directly;
     synth.json records each video's motion segments and boundary frames.
     """
+    classes = classes or len(ORDER_FREE if order_free else CLASSES)
     cfg = SynthConfig(classes, videos_per_class, frames, size, fps, seed, backgrounds, shapes,
-                      colours, drift)
+                      colours, drift, order_free)
     with progress_bar(classes * videos_per_class, "synth") as bar:
         path, built = synthesize(out_dir, cfg, workers, progress=bar.update)
     log.info("%s %s", "wrote" if built else "up to date:", path)

@@ -204,8 +204,13 @@ def apply(clips: torch.Tensor, params: AugParams, cfg: AugConfig,
 
 
 def augment(clips: torch.Tensor, cfg: AugConfig, gen: torch.Generator | None = None,
-            valid_hw: torch.Tensor | None = None) -> tuple[torch.Tensor, AugParams]:
-    """Sample parameters for every clip of the batch and apply them."""
+            valid_hw: torch.Tensor | None = None, geometry_of: AugParams | None = None
+            ) -> tuple[torch.Tensor, AugParams]:
+    """Sample parameters for every clip of the batch and apply them; ``geometry_of``
+    (another view's parameters) makes the crop boxes and flips the same as that view's,
+    so only colour, grayscale and blur are drawn anew."""
     frame_hw = clips.shape[-2:] if valid_hw is None else valid_hw
     params = sample_params(clips.shape[0], frame_hw, cfg, gen, clips.device)
+    if geometry_of is not None:
+        params = dataclasses.replace(params, boxes=geometry_of.boxes, flip=geometry_of.flip)
     return apply(clips, params, cfg, valid_hw), params

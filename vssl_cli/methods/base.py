@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vssl_cli.data.augment import AugConfig, augment
+from vssl_cli.data.augment import AugConfig, AugParams, augment
 from vssl_cli.models import build_backbone, is_frame_backbone
 
 
@@ -112,9 +112,12 @@ class Method(nn.Module):
              ) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
-    def augmented(self, clips: torch.Tensor, batch: dict, gen, cfg: AugConfig | None = None):
-        """Augment one view of the batch; returns (float clips, AugParams)."""
-        x, params = augment(clips, cfg or self.aug, gen, batch["valid_hw"].to(clips.device))
+    def augmented(self, clips: torch.Tensor, batch: dict, gen, cfg: AugConfig | None = None,
+                  geometry_of: AugParams | None = None):
+        """Augment one view of the batch; returns (float clips, AugParams). ``geometry_of``:
+        reuse that view's crops and flips."""
+        x, params = augment(clips, cfg or self.aug, gen, batch["valid_hw"].to(clips.device),
+                            geometry_of)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         return x, params

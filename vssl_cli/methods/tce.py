@@ -3,6 +3,9 @@
 A 2D CNN embeds single frames. The anchor is a random frame, its positive another frame of
 the same video at most ``window`` frames away (the world is smooth in time); negatives
 are other videos, taken from a memory bank holding each video's latest anchor embedding.
+As in the official code, anchor and positive share their crop and flip and differ only in
+colour, grayscale and blur (``shared_geometry``), so the one geometric change between
+them is the world's own motion, not an invariance to where the crop fell.
 Hard negative mining: only bank entries whose cosine to the anchor is below a threshold
 may be negatives, the hardest of them first (up to ``max_hard`` of the ``negatives``),
 the rest random. The threshold rises over training from ``threshold_low`` to
@@ -46,6 +49,7 @@ class TCEParams:
     threshold_high: float = 1.0
     threshold_rate: float = 5.0
     loss: str = "nce"              # nce (the official code's) or softmax (InfoNCE)
+    shared_geometry: bool = True   # anchor and positive share crop and flip (official code)
 
     def validate(self):
         if self.window < 1:
@@ -135,8 +139,9 @@ class TCE(Method):
         p = self.params
         if not self.bank_size:
             raise RuntimeError("tce needs attach_dataset() before training")
-        x1, _ = self.augmented(batch["clips"][0], batch, gen)
-        x2, _ = self.augmented(batch["clips"][1], batch, gen)
+        x1, view1 = self.augmented(batch["clips"][0], batch, gen)
+        x2, _ = self.augmented(batch["clips"][1], batch, gen,
+                               geometry_of=view1 if p.shared_geometry else None)
         z = F.normalize(self.head(self.encoder(torch.cat([x1, x2]))["pooled"]).float(), dim=1)
         anchor, positive = z.chunk(2)
         index = batch["index"].to(anchor.device)

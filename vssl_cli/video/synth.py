@@ -31,6 +31,10 @@ CLASSES: dict[str, list[tuple[str, int]]] = {
     "ZoomIn": [("zoom", +1)], "ZoomOut": [("zoom", -1)],
     "RightThenUp": [("x", +1), ("y", -1)], "UpThenRight": [("y", -1), ("x", +1)],
 }
+# One class of each pair that is the other played backwards (and both orders of the two
+# sub-movements, whose paths differ): the classes a model blind to frame order, such as a
+# 2D encoder averaging its frame embeddings over the video (TCE), can tell apart.
+ORDER_FREE = ("MoveRight", "MoveUp", "RotateCW", "ZoomIn", "RightThenUp", "UpThenRight")
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = ([230, 40, 40], [40, 220, 60], [50, 80, 240], [240, 230, 40], [240, 240, 240],
            [230, 60, 230])
@@ -49,10 +53,11 @@ class SynthConfig:
     shapes: int = len(SHAPES)     # the first N shapes
     colours: int = len(COLOURS)   # a video's two colours come from the first N
     drift: bool = False           # appearance changes over each video (motion does not)
+    order_free: bool = False      # only the ORDER_FREE classes
 
     def validate(self):
-        if not 1 <= self.classes <= len(CLASSES):
-            raise VsslError(f"--classes must be between 1 and {len(CLASSES)}")
+        if not 1 <= self.classes <= len(self.class_pool()):
+            raise VsslError(f"--classes must be between 1 and {len(self.class_pool())}")
         if self.videos_per_class < SPLITS:
             raise VsslError(f"--videos-per-class must be at least {SPLITS} (one per split group)")
         if self.size < 16 or self.size % 2:
@@ -65,6 +70,20 @@ class SynthConfig:
             raise VsslError("--backgrounds must be 0 or more")
         if self.frames < 4:
             raise VsslError("--frames must be at least 4")
+
+    def class_pool(self) -> tuple[str, ...]:
+        return ORDER_FREE if self.order_free else tuple(CLASSES)
+
+    def class_names(self) -> list[str]:
+        return list(self.class_pool()[:self.classes])
+
+    def recorded(self) -> dict:
+        """The config as synth.json records it and its id digests (``order_free`` only when
+        set, so datasets written before it keep their id)."""
+        config = dataclasses.asdict(self)
+        if not self.order_free:
+            del config["order_free"]
+        return config
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -188,8 +207,7 @@ def encode(frames: np.ndarray, path: Path, fps: int) -> None:
 def _plan(cfg: SynthConfig):
     """(class, video index, group, per-video seed) for every video, in a fixed order."""
     seeds = np.random.SeedSequence(cfg.seed).spawn(cfg.classes * cfg.videos_per_class)
-    names = list(CLASSES)[:cfg.classes]
-    for ci, name in enumerate(names):
+    for ci, name in enumerate(cfg.class_names()):
         for vi in range(cfg.videos_per_class):
             yield name, vi, vi % SPLITS, seeds[ci * cfg.videos_per_class + vi]
 
@@ -208,7 +226,7 @@ def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig, workers: int = 1,
     """Write the dataset atomically; returns (path, built). Same config twice is a no-op."""
     cfg.validate()
     out = Path(out_dir)
-    config = dataclasses.asdict(cfg)
+    config = cfg.recorded()
     config_id = digest({"synth": config})
     index = out / "synth.json"
     if index.exists():
@@ -217,7 +235,7 @@ def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig, workers: int = 1,
                 return out, False
         except json.JSONDecodeError:
             pass
-    names = list(CLASSES)[:cfg.classes]
+    names = cfg.class_names()
     with atomic_directory(out) as tmp:
         jobs = list(_plan(cfg))
         with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
