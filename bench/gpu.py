@@ -23,11 +23,19 @@ import torch
 from common import save
 from methods import SETTINGS, vssl
 
-FRAME_METHODS = {"tce"}
+from vssl_cli.engine.config import resolve
+from vssl_cli.methods import method_class
+
+
+def method_of(name: str) -> str:
+    """The vssl method a bench/methods.py setting runs (teg-ps is teg with alpha 0)."""
+    flags = SETTINGS[name]
+    return flags[flags.index("--method") + 1] if "--method" in flags else name
 
 
 def backbone(name: str, tiny: bool) -> str:
-    base = "resnet18" if name in FRAME_METHODS else "r3d18"
+    """The method's own default backbone (the engine's choice: resnet18 for TCE's frames)."""
+    base = resolve(method_class(method_of(name)).Params, None, {}, ())["backbone"]
     return f"{base}-tiny" if tiny else base
 
 

@@ -46,7 +46,7 @@ def synth_command(out_dir, classes, order_free, videos_per_class, frames, size, 
     ucfTrainTestlist/ with 3 splits), so `vssl extract OUT_DIR` reads it directly;
     synth.json records each video's motion segments and boundary frames.
     """
-    classes = classes or len(ORDER_FREE if order_free else CLASSES)
+    classes = classes or len(SynthConfig(order_free=order_free).class_pool())
     cfg = SynthConfig(classes, videos_per_class, frames, size, fps, seed, backgrounds, shapes,
                       colours, drift, order_free)
     with progress_bar(classes * videos_per_class, "synth") as bar:
