@@ -54,7 +54,8 @@ def rows() -> list[tuple[str, str, str, str]]:
     for m in filter(None, map(_load, ["methods", *longer])):
         for name, row in m["methods"].items():
             seeds = f", {len(m['seeds'])} seeds" if len(m.get("seeds", [0])) > 1 else ""
-            out.append((f"{name} linear probe (synth, {m['appearance']}, {m['epochs']} epochs"
+            epochs = row.get("epochs", m["epochs"])
+            out.append((f"{name} linear probe (synth, {m['appearance']}, {epochs} epochs"
                         f"{seeds})", "random init, same encoder",
                         f"{top1_text(row, 'pretrained')} vs {top1_text(row, 'random')}",
                         "higher"))
