@@ -1,4 +1,6 @@
 """Both frame-store backends through the one interface."""
+import json
+
 import numpy as np
 import pytest
 import zarr
@@ -7,7 +9,7 @@ from vssl_cli.artifacts import new_manifest
 from vssl_cli.errors import UsageProblem, VsslError
 from vssl_cli.store import open_store, open_writer
 from vssl_cli.store.base import slab_plan
-from vssl_cli.store.zarr_chunks import ChunkLayout
+from vssl_cli.store.zarr_chunks import CODECS, ChunkLayout
 
 
 def _fill(path, videos, codec="auto"):
@@ -91,6 +93,33 @@ def test_zarr_direct_chunk_reads_match_zarr(tmp_path, codec):
     with open_store(path) as store:
         np.testing.assert_array_equal(store.read("a", [22, 0, 9]), a[[22, 0, 9]])
         assert store._layout("a") is not None      # served without zarr
+
+
+@pytest.mark.parametrize("codec", list(CODECS))
+def test_zarr_python_reads_what_extract_writes_and_writes_the_same_metadata(tmp_path, codec):
+    """Writes bypass zarr-python: its own reader must see the same array, and for the same
+    settings it must describe the array exactly as we do."""
+    a = np.random.default_rng(3).integers(0, 255, (23, 6, 10, 3), dtype=np.uint8)
+    path = tmp_path / "z.zarr"
+    _fill(str(path), {"a": a}, codec)
+    array = zarr.open_group(path, mode="r")["videos"]["a"]
+    np.testing.assert_array_equal(array[:], a)
+    assert array.attrs["record"]["frames"] == 23 and array.chunks == (4, 6, 10, 3)
+    ours = json.loads((path / "videos" / "a" / "zarr.json").read_text())
+    theirs = zarr.create_array(
+        tmp_path / "ref.zarr", shape=(23, 6, 10, 3), chunks=(4, 6, 10, 3), dtype="uint8",
+        compressors=[CODECS[codec]] if CODECS[codec] else None, fill_value=0,
+        chunk_key_encoding={"name": "default", "separator": "."})
+    theirs.attrs["record"] = ours["attributes"]["record"]
+    assert ours == json.loads((tmp_path / "ref.zarr" / "zarr.json").read_text())
+
+
+def test_zarr_writer_refuses_an_array_or_a_file(tmp_path):
+    zarr.create_array(tmp_path / "arr.zarr", shape=(2,), dtype="uint8")
+    (tmp_path / "file.zarr").write_text("x")
+    for name, problem in (("arr.zarr", "is a Zarr array"), ("file.zarr", "not a directory")):
+        with pytest.raises(VsslError, match=problem):
+            open_writer(tmp_path / name)
 
 
 def test_zarr_reads_other_layouts_and_missing_chunks_through_zarr(tmp_path):

@@ -1,4 +1,6 @@
 """Probing and decoding real files: geometry, rate, rotation, trimming, bad inputs."""
+import contextlib
+import queue
 import subprocess
 
 import numpy as np
@@ -6,7 +8,7 @@ import pytest
 
 from conftest import make_video
 from vssl_cli.errors import DecodeError
-from vssl_cli.video import tools
+from vssl_cli.video import decode, tools
 from vssl_cli.video.decode import DecodeParams, FrameDecoder, decode_all
 from vssl_cli.video.probe import info_from_header
 
@@ -66,6 +68,19 @@ def test_reused_blocks_hold_the_same_frames_in_recycled_memory(tmp_path):
         owners.append(block.base)
     assert np.array_equal(np.concatenate(copies), fresh)
     assert len({id(o) for o in owners}) < 7   # 7 blocks, fewer buffers: read into again
+
+
+def test_the_next_video_is_read_into_blocks_the_previous_one_gave_back(tmp_path):
+    with contextlib.suppress(queue.Empty):
+        while True:   # start from no spare blocks, whatever ran before in this process
+            decode._SPARE_BLOCKS.get_nowait()
+    first = make_video(tmp_path / "a.mp4", frames=20, size="64x48")
+    second = make_video(tmp_path / "b.mp4", frames=30, size="96x48", source="mandelbrot")
+    owners = {id(b.base): b.base for b in FrameDecoder(first, DecodeParams(), reuse=True)}
+    blocks = [(b.copy(), b.base) for b in FrameDecoder(second, DecodeParams(), reuse=True)]
+    assert any(id(base) in owners for _, base in blocks)
+    np.testing.assert_array_equal(np.concatenate([b for b, _ in blocks]),
+                                  decode_all(second, DecodeParams()))
 
 
 

@@ -1,28 +1,145 @@
-"""Direct reads of the frame arrays that `vssl extract` writes to a local Zarr store.
+"""Direct reads and writes of the frame arrays of a local Zarr store, in Zarr v3 format.
 
 Training reads a few frames of a random video per item, millions of times. zarr-python's
 general read path (async codec pipeline, thread hand-offs, selection machinery) costs
 ~5x the work itself for such reads (bench/store.py: 16 frames at 128 px, 7-10 ms
-through zarr vs 1.5 ms reading the chunk files and decoding them here). This reader
-handles exactly the layout extract writes (zarr v3, a regular grid chunked along time
-only, bytes + one numcodecs compressor) and says so by returning None for anything else,
-which then goes through zarr as before.
+through zarr vs 1.5 ms reading the chunk files and decoding them here). Extraction writes
+each video once, a chunk at a time, in order; through zarr's append that cost ~50 ms of
+CPU per 250-frame video beyond compressing and writing the bytes (temporary file and
+rename per chunk, asyncio hand-offs, metadata rewrites), a fifth of what ffmpeg spends
+decoding it (bench/extract.py). Both sides handle exactly one layout (zarr v3, uint8, a
+regular grid chunked along time only, bytes + at most one numcodecs compressor, chunk
+files side by side); zarr-python reads it as any other array (tests/test_store.py), and
+the reader returns None for any other layout, which then goes through zarr.
 """
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import numcodecs
 import numpy as np
 
-# zarr v3 codec name -> decoder of its chunk bytes (zarr itself wraps these numcodecs).
+# zarr v3 codec name -> numcodecs class of its chunk bytes (zarr itself wraps these).
 _DECODERS = {"blosc": numcodecs.Blosc, "zstd": numcodecs.Zstd, "gzip": numcodecs.GZip}
+_SHUFFLES = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
+             "bitshuffle": numcodecs.Blosc.BITSHUFFLE}
+# `--codec` name -> its zarr v3 codec entry, as zarr writes it for the same settings.
+CODECS = {
+    "blosc-lz4": {"name": "blosc", "configuration": {
+        "typesize": 1, "cname": "lz4", "clevel": 5, "shuffle": "shuffle", "blocksize": 0}},
+    "blosc-zstd": {"name": "blosc", "configuration": {
+        "typesize": 1, "cname": "zstd", "clevel": 3, "shuffle": "shuffle", "blocksize": 0}},
+    "zstd": {"name": "zstd", "configuration": {"level": 3, "checksum": False}},
+    "gzip": {"name": "gzip", "configuration": {"level": 4}},
+    "none": None,
+}
+GROUP_METADATA = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
 # Chunks are decoded one at a time per loader process: Blosc's global thread pool would
 # only add threads competing with training for the cores, behind a process-wide lock
 # (measured: 1.7 ms per read without it, 2.2-2.6 ms with it). Zarr's own writes already
 # decode and encode off the main thread, where Blosc never uses the pool.
 numcodecs.blosc.use_threads = False
+
+
+def _encoder(entry: dict | None):
+    """The numcodecs codec that writes chunks as ``entry`` (a zarr v3 codec) says."""
+    if entry is None:
+        return None
+    config = dict(entry["configuration"])
+    if entry["name"] == "blosc":
+        return numcodecs.Blosc(cname=config["cname"], clevel=config["clevel"],
+                               shuffle=_SHUFFLES[config["shuffle"]],
+                               blocksize=config["blocksize"])
+    if entry["name"] == "zstd":
+        return numcodecs.Zstd(level=config["level"], checksum=config["checksum"])
+    return numcodecs.GZip(level=config["level"])
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Metadata inside a folder that is renamed into place when complete: no temp file."""
+    path.write_text(json.dumps(obj, indent=2))
+
+
+def ensure_group(folder: Path) -> None:
+    """Make ``folder`` a zarr v3 group (an existing one is kept as it is)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = folder / "zarr.json"
+    if not meta.exists():
+        write_json(meta, GROUP_METADATA)
+
+
+class ChunkWriter:
+    """Writes one video's frames, appended in order, as a zarr v3 array in ``folder``.
+
+    Full chunks are encoded and written as they fill; ``close`` pads the last one with
+    zarr's fill value (0, as zarr stores an edge chunk) and writes ``zarr.json`` last.
+    """
+
+    def __init__(self, folder: Path, height: int, width: int, chunk_frames: int, codec: str):
+        self.folder, self.codec = folder, CODECS[codec]
+        self.encoder = _encoder(self.codec)
+        self.pending = np.empty((chunk_frames, height, width, 3), np.uint8)
+        self.held = 0      # frames waiting in ``pending`` for their chunk to fill
+        self.frames = self.chunks = 0
+        folder.mkdir(parents=True)
+
+    def append(self, frames: np.ndarray) -> None:
+        size, start = len(self.pending), 0
+        if self.held:
+            start = min(size - self.held, len(frames))
+            self.pending[self.held:self.held + start] = frames[:start]
+            self.held += start
+            if self.held == size:
+                self._write(self.pending)
+                self.held = 0
+        whole = start + (len(frames) - start) // size * size
+        for i in range(start, whole, size):
+            self._write(frames[i:i + size])
+        rest = len(frames) - whole
+        if rest:
+            self.pending[:rest] = frames[whole:]
+            self.held = rest
+        self.frames += len(frames)
+
+    def _write(self, chunk: np.ndarray) -> None:
+        chunk = np.ascontiguousarray(chunk)
+        data = chunk if self.encoder is None else self.encoder.encode(chunk)
+        with open(self.folder / f"c.{self.chunks}.0.0.0", "wb") as f:
+            f.write(data)
+        self.chunks += 1
+
+    def close(self, attributes: dict) -> None:
+        if self.held:
+            self.pending[self.held:] = 0
+            self._write(self.pending)
+            self.held = 0
+        shape = [self.frames, *self.pending.shape[1:]]
+        write_json(self.folder / "zarr.json", {
+            "shape": shape, "data_type": "uint8",
+            "chunk_grid": {"name": "regular", "configuration": {
+                "chunk_shape": [len(self.pending), *shape[1:]]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "."}},
+            "fill_value": 0,
+            "codecs": [{"name": "bytes"}, *([self.codec] if self.codec else [])],
+            "attributes": attributes, "zarr_format": 3, "node_type": "array",
+            "storage_transformers": []})
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, nbytes: int) -> np.ndarray:
+    """``nbytes`` of this thread's buffer ``name``, reused by every chunk read. A fresh 1 MiB
+    object per chunk made glibc grow and trim its heap on every read (page faults): random
+    16-frame clips from 16-frame chunks ran at a fifth of the speed (bench/store.py)."""
+    buffer = getattr(_SCRATCH, name, None)
+    if buffer is None or len(buffer) < nbytes:
+        buffer = np.empty(nbytes, np.uint8)
+        setattr(_SCRATCH, name, buffer)
+    return buffer[:nbytes]
 
 
 class ChunkLayout:
@@ -31,6 +148,7 @@ class ChunkLayout:
     def __init__(self, folder: Path, shape, chunk_frames: int, separator: str, decoder):
         self.folder, self.shape, self.chunk_frames = folder, tuple(shape), chunk_frames
         self.separator, self.decoder = separator, decoder
+        self.chunk_bytes = chunk_frames * int(np.prod(shape[1:]))
 
     @classmethod
     def of(cls, folder: Path) -> "ChunkLayout | None":
@@ -56,14 +174,21 @@ class ChunkLayout:
 
     def chunk(self, index: int) -> np.ndarray | None:
         """Frames of chunk ``index`` (a full chunk; the last one is padded), or None when
-        its file is missing (never written: zarr would fill it)."""
+        its file is missing (never written: zarr would fill it). The frames live in this
+        thread's scratch memory: valid until its next chunk read."""
         name = self.separator.join(["c", str(index), "0", "0", "0"])
         try:
-            data = (self.folder / name).read_bytes()
+            file = open(self.folder / name, "rb", buffering=0)
         except FileNotFoundError:
             return None
+        with file:
+            data = _scratch("file", os.fstat(file.fileno()).st_size)
+            got = 0
+            while got < len(data) and (n := file.readinto(data[got:])):
+                got += n
+        data = data[:got]
         if self.decoder is not None:
-            data = self.decoder.decode(data)
+            data = self.decoder.decode(data, out=_scratch("chunk", self.chunk_bytes))
         return np.frombuffer(data, np.uint8).reshape(self.chunk_frames, *self.shape[1:])
 
     def read(self, indices: np.ndarray) -> np.ndarray | None:

@@ -2,7 +2,8 @@
 
 Layout: ``manifest.json`` and ``videos/<key>`` arrays at the root. A video is written
 under ``incoming/<key>`` and renamed into ``videos/`` when complete, so a killed
-extraction leaves only complete videos visible.
+extraction leaves only complete videos visible. Writes and local reads go straight to the
+chunk files (zarr_chunks.py); zarr-python is imported only to read other layouts or URLs.
 """
 from __future__ import annotations
 
@@ -14,22 +15,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import zarr
-from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
 from vssl_cli.artifacts import (MANIFEST_NAME, parse_manifest, replace_path, umask,
                                 write_json_atomic)
 from vssl_cli.errors import VsslError
 from vssl_cli.store.base import FrameStore, StoreWriter, VideoSink
-from vssl_cli.store.zarr_chunks import ChunkLayout
-
-CODECS = {
-    "blosc-lz4": lambda: [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")],
-    "blosc-zstd": lambda: [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")],
-    "zstd": lambda: [ZstdCodec(level=3)],
-    "gzip": lambda: [GzipCodec(level=4)],
-    "none": lambda: None,
-}
+from vssl_cli.store.zarr_chunks import CODECS, ChunkLayout, ChunkWriter, ensure_group
 
 
 def read_manifest(path: str) -> dict:
@@ -54,6 +45,7 @@ class ZarrFrameStore(FrameStore):
 
     def _group(self):
         if self._handle is None:
+            import zarr   # ~0.2 s to import; local stores of extract's layout never need it
             self._handle = zarr.open_group(self.path, mode="r")
         return self._handle
 
@@ -83,25 +75,27 @@ class _ZarrSink(VideoSink):
         self.writer, self.key = writer, key
         self.staging = Path(writer.path) / "incoming" / key
         shutil.rmtree(self.staging, ignore_errors=True)
-        self.array = writer.incoming.create_array(
-            key, shape=(0, height, width, 3), chunks=(writer.chunk_frames, height, width, 3),
-            dtype="uint8", compressors=CODECS[writer.codec](), overwrite=True,
-            # Skipping the per-chunk "all fill value?" scan halves write CPU (bench/store.py);
-            # black frames then cost a stored chunk, which is correct anyway.
-            config={"write_empty_chunks": True},
-            # Chunk files side by side (c.0.0.0.0) instead of five nested folders each:
-            # 1,400 mkdir calls per 16 videos, a third of the write time under a profiler.
-            chunk_key_encoding={"name": "default", "separator": "."})
+        self.array = ChunkWriter(self.staging, height, width, writer.chunk_frames, writer.codec)
 
     def append(self, frames):
-        self.array.append(frames, axis=0)
+        self.array.append(frames)
 
     def commit(self, record):
-        self.array.attrs["record"] = record
+        self.array.close({"record": record})
         replace_path(self.staging, Path(self.writer.path) / "videos" / self.key)
 
     def abort(self):
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _check_group(root: Path) -> None:
+    """Refuse to write videos into a Zarr array or into a file."""
+    if root.exists() and not root.is_dir():
+        raise VsslError("exists and is not a directory (a Zarr store is one)", str(root))
+    with contextlib.suppress(OSError, ValueError):
+        kind = json.loads((root / "zarr.json").read_text()).get("node_type")
+        if kind != "group":
+            raise VsslError(f"exists and is a Zarr {kind}, not a group", str(root))
 
 
 class ZarrStoreWriter(StoreWriter):
@@ -115,7 +109,6 @@ class ZarrStoreWriter(StoreWriter):
                             f"{', '.join(CODECS)}", path)
         super().__init__(path, codec, chunk_frames)
         if attach:
-            self.incoming = zarr.open_group(self.path, mode="r+")["incoming"]
             return
         if fresh:
             final = Path(self.final)
@@ -123,11 +116,13 @@ class ZarrStoreWriter(StoreWriter):
             self.path = tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial",
                                          dir=final.parent)
             os.chmod(self.path, 0o777 & ~umask())
-        root = zarr.open_group(self.path, mode="a")
-        root.require_group("videos")
-        shutil.rmtree(Path(self.path) / "incoming", ignore_errors=True)
+        root = Path(self.path)
+        _check_group(root)
+        ensure_group(root)
+        ensure_group(root / "videos")
+        shutil.rmtree(root / "incoming", ignore_errors=True)
         # Made once here: sinks of parallel workers creating it themselves would race.
-        self.incoming = root.require_group("incoming")
+        ensure_group(root / "incoming")
 
     def completed(self):
         found = {}

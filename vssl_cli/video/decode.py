@@ -29,6 +29,11 @@ from vssl_cli.video.tools import ffmpeg_exe
 
 PIPE_BYTES = 1 << 20
 BLOCK_BYTES = 16 << 20   # frames handed over per block: bounds memory whatever the size
+# Blocks of BLOCK_BYTES given back by ``reuse`` decoders, for the next video in this process:
+# a fresh block faults in 4,096 zeroed pages, ~1 ms of kernel time per MiB (a third of the
+# CPU extraction spent beside ffmpeg, bench/extract.py). A few blocks cover the ones a
+# decoder has in flight; more are dropped.
+_SPARE_BLOCKS: queue.Queue = queue.Queue(maxsize=4)
 _LEVEL = re.compile(r"\[(panic|fatal|error|warning|info)\] ?")
 _COMPLAINTS = ("panic", "fatal", "error")
 
@@ -127,8 +132,8 @@ class FrameDecoder:
     caller weighs (a truncated file decodes partly and complains). Blocks hold ``block``
     frames, or by default as many whole multiples of ``multiple`` as fit in 16 MiB.
     ``reuse``: a yielded block is only valid until the next one is asked for, and its memory
-    is read into again (no fresh pages to fault in for every block; extraction, which
-    stores each block before asking for the next, saves ~2% of its CPU).
+    is read into again, by this decoder or the next one in the process (extraction stores
+    each block before asking for the next).
     Raises DecodeError when ffmpeg cannot start decoding (no video stream, not a video).
     """
 
@@ -194,6 +199,7 @@ class FrameDecoder:
             proc.wait()
             log.join(timeout=5)
             self.errors = list(log.errors)
+            self._give_back()
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -203,6 +209,25 @@ class FrameDecoder:
                     blocks.get_nowait()
                 reader.join(timeout=0.01)
             proc.stdout.close()
+
+    def _give_back(self) -> None:
+        """Hand this decoder's blocks to the next decoder (the reader has finished)."""
+        while True:
+            try:
+                buffer = self._free.get_nowait()
+                if len(buffer) == BLOCK_BYTES:
+                    _SPARE_BLOCKS.put_nowait(buffer)
+            except (queue.Empty, queue.Full):
+                return
+
+    def _new_block(self, nbytes: int) -> np.ndarray:
+        """A block of ``nbytes``: a spare one when the size allows, else freshly mapped."""
+        if self.reuse and nbytes <= BLOCK_BYTES:
+            try:
+                return _SPARE_BLOCKS.get_nowait()[:nbytes]
+            except queue.Empty:
+                return _mapped_block(BLOCK_BYTES)[:nbytes]
+        return _mapped_block(nbytes)
 
     def _block_frames(self, frame_bytes: int) -> int:
         if self.block:
@@ -215,9 +240,9 @@ class FrameDecoder:
         try:
             while True:
                 try:
-                    buffer = self._free.get_nowait()
+                    buffer = self._free.get_nowait()[:want]
                 except queue.Empty:
-                    buffer = _mapped_block(want)
+                    buffer = self._new_block(want)
                 got = stdout.readinto(buffer)   # fills it unless the stream ends first
                 n = got // frame_bytes
                 if n:
