@@ -6,11 +6,12 @@ general read path (async codec pipeline, thread hand-offs, selection machinery) 
 through zarr vs 1.5 ms reading the chunk files and decoding them here). Extraction writes
 each video once, a chunk at a time, in order; through zarr's append that cost ~50 ms of
 CPU per 250-frame video beyond compressing and writing the bytes (temporary file and
-rename per chunk, asyncio hand-offs, metadata rewrites), a fifth of what ffmpeg spends
-decoding it (bench/extract.py). Both sides handle exactly one layout (zarr v3, uint8, a
-regular grid chunked along time only, bytes + at most one numcodecs compressor, chunk
-files side by side); zarr-python reads it as any other array (tests/test_store.py), and
-the reader returns None for any other layout, which then goes through zarr.
+rename per chunk, asyncio hand-offs, metadata rewrites), an eighth to a fifth of what
+ffmpeg spends decoding it (bench/extract.py). Both sides handle exactly one layout (zarr
+v3, uint8, a regular grid chunked along time only, bytes + at most one numcodecs
+compressor, chunk files side by side); zarr-python reads it as any other array
+(tests/test_store.py), and the reader returns None for any other layout, which then goes
+through zarr.
 """
 from __future__ import annotations
 
@@ -37,10 +38,9 @@ CODECS = {
     "none": None,
 }
 GROUP_METADATA = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
-# Chunks are decoded one at a time per loader process: Blosc's global thread pool would
-# only add threads competing with training for the cores, behind a process-wide lock
-# (measured: 1.7 ms per read without it, 2.2-2.6 ms with it). Zarr's own writes already
-# decode and encode off the main thread, where Blosc never uses the pool.
+# Chunks are decoded and encoded one at a time per process: Blosc's global thread pool would
+# only add threads competing with training (or with ffmpeg, when extracting) for the cores,
+# behind a process-wide lock (measured: 1.7 ms per read without it, 2.2-2.6 ms with it).
 numcodecs.blosc.use_threads = False
 
 

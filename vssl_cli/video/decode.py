@@ -30,9 +30,9 @@ from vssl_cli.video.tools import ffmpeg_exe
 PIPE_BYTES = 1 << 20
 BLOCK_BYTES = 16 << 20   # frames handed over per block: bounds memory whatever the size
 # Blocks of BLOCK_BYTES given back by ``reuse`` decoders, for the next video in this process:
-# a fresh block faults in 4,096 zeroed pages, ~1 ms of kernel time per MiB (a third of the
-# CPU extraction spent beside ffmpeg, bench/extract.py). A few blocks cover the ones a
-# decoder has in flight; more are dropped.
+# a fresh block faults in 4,096 zeroed pages, ~20 ms of kernel time per 250-frame video at
+# 128 px (a sixth of the CPU extraction spent beside ffmpeg, bench/extract.py). A few
+# blocks cover the ones a decoder has in flight; more are dropped.
 _SPARE_BLOCKS: queue.Queue = queue.Queue(maxsize=4)
 _LEVEL = re.compile(r"\[(panic|fatal|error|warning|info)\] ?")
 _COMPLAINTS = ("panic", "fatal", "error")
