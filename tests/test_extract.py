@@ -172,6 +172,12 @@ def test_concurrent_writer_is_refused(videos, tmp_path):
     assert "another vssl process is writing" in proc.stderr
 
 
+def test_url_output_is_refused_before_anything_is_written(videos):
+    proc = run_vssl("extract", videos, "-o", "memory://bucket/f.zarr", check=2)
+    assert "extract writes a local store" in proc.stderr and "memory://bucket/f.zarr" in proc.stderr
+    assert not (ROOT / "memory:").exists()   # no local folder named after the URL
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

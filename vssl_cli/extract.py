@@ -215,6 +215,9 @@ def extract(sources: list[str], output: str, cfg: ExtractConfig, *, workers: int
     ``on_plan(n)`` is told how many videos will be decoded, ``on_video(record)`` hears
     about each one as it finishes (progress bars hang off these).
     """
+    if "://" in output:
+        raise UsageProblem("extract writes a local store; copy it to a URL afterwards "
+                           "(readers open URLs)", output)
     index = build_index(sources, cfg.index, stdin=stdin)
     if not index.entries:
         raise UsageProblem("no videos found in the given sources", " ".join(sources))
