@@ -37,6 +37,7 @@ def test_extract_synth_ucf101_layout(synth_dir, tmp_path, name):
             direct = decode_all(video["source"], DecodeParams(short_side=32))
             np.testing.assert_array_equal(frames, direct)
     assert not Path(f"{out}.partial").exists() and not Path(f"{out}.lock").exists()
+    assert not Path(f"{out}.parts").exists()
 
 
 @pytest.mark.parametrize("name", ["i.zarr", "i.h5"])
@@ -228,6 +229,7 @@ def slow_source(tmp_path_factory):
     (signal.SIGKILL, "k.h5", 1), (signal.SIGTERM, "k.h5", 1),
     (signal.SIGKILL, "k.zarr", 2),   # worker processes must die with their parent
     (signal.SIGTERM, "k.zarr", 2),   # ... and be stopped by it
+    (signal.SIGKILL, "k.h5", 2),     # HDF5 workers' part files are redone
 ])
 def test_killed_extract_resumes_to_the_same_result(tmp_path, slow_source, sig, name, workers):
     src = slow_source

@@ -1,13 +1,14 @@
 """Both frame-store backends through the one interface."""
 import json
 
+import h5py
 import numpy as np
 import pytest
 import zarr
 
 from vssl_cli.artifacts import new_manifest
 from vssl_cli.errors import UsageProblem, VsslError
-from vssl_cli.store import open_store, open_writer
+from vssl_cli.store import attach_writer, open_store, open_writer
 from vssl_cli.store.base import slab_plan
 from vssl_cli.store.zarr_chunks import CODECS, ChunkLayout
 
@@ -60,6 +61,27 @@ def test_aborted_video_is_invisible_and_completed_lists_committed(store_path):
     sink.abort()
     assert set(writer.completed()) == {"a"}
     writer.close()
+
+
+def test_hdf5_adopts_videos_that_worker_processes_wrote(tmp_path):
+    path = tmp_path / "p.h5"
+    a = np.random.default_rng(4).integers(0, 255, (10, 4, 6, 3), dtype=np.uint8)
+    writer = open_writer(path, chunk_frames=4)
+    sink = attach_writer(str(path), writer.codec, writer.chunk_frames).begin("a", 4, 6)
+    sink.append(a[:7])
+    sink.append(a[7:])
+    record = {"id": "a", "key": "a", "status": "ok", "frames": 10, "height": 4, "width": 6}
+    sink.commit(record)
+    writer.adopt("a")
+    assert writer.completed() == {"a": record} and not any(writer.parts.iterdir())
+    writer.write_manifest(new_manifest("frames", {}, [], outputs={"videos": [record]}))
+    writer.finish()
+    writer.close()
+    assert not writer.parts.exists()
+    with open_store(path) as store:
+        np.testing.assert_array_equal(store.read("a", range(10)), a)
+    with h5py.File(path, "r") as f:   # the chunks came over compressed, as the worker wrote
+        assert f["videos/a"].compression == "lzf" and f["videos/a"].chunks == (4, 4, 6, 3)
 
 
 def test_reader_refuses_other_kinds(tmp_path):

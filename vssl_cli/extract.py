@@ -271,10 +271,11 @@ def _init_worker(path: str, codec: str, chunk_frames: int) -> None:
 
 def worker_start_method() -> str:
     """fork on Linux: a worker is ready in milliseconds instead of re-importing numpy and
-    Zarr (~0.4 s of CPU each, a sixth of a 16-video run on 2 cores). Safe here although
-    the parent has threads: a worker touches no parent state but Zarr's, and Zarr resets
-    its I/O loop after a fork; Blosc compresses through per-call contexts off the main
-    thread, never its global pool. spawn elsewhere (macOS, Windows)."""
+    the store's libraries (~0.4 s of CPU each, a sixth of a 16-video run on 2 cores). Safe
+    here: a worker touches no parent state. It writes chunk files or HDF5 part files of
+    its own, Blosc runs without its global thread pool, and the parent's open HDF5 file is
+    never used in a worker, which leaves through os._exit (multiprocessing), so HDF5's
+    exit handler never flushes that file from a worker. spawn elsewhere (macOS, Windows)."""
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
@@ -347,10 +348,12 @@ class _Run:
             on_plan(len(self.todo))
         stop = threading.Event()
         threads = max(1, (os.cpu_count() or 1) // workers)
-        pool, futures = self._start(workers, threads, stop)
+        pool, futures, in_processes = self._start(workers, threads, stop)
         try:
             for fut in concurrent.futures.as_completed(futures):
                 record = fut.result()
+                if in_processes and record["status"] == "ok":
+                    self.writer.adopt(record["key"])
                 self.results[record["id"]] = record
                 if record["status"] != "ok":
                     log.debug("skipped %s: %s", record["source"], record["error"])
@@ -371,20 +374,20 @@ class _Run:
         pool.shutdown(wait=True)
 
     def _start(self, workers: int, threads: int, stop: threading.Event):
-        """Worker processes when the store takes parallel writers (Zarr): the Python side
-        of each video (pipe reads, chunking, compression calls) then scales with cores
-        instead of sharing one interpreter lock. Threads otherwise (HDF5, or -j 1)."""
-        if workers > 1 and self.writer.concurrent_videos:
+        """Worker processes for -j 2 and up: the Python side of each video (pipe reads,
+        chunking, compression) then scales with cores instead of sharing one interpreter
+        lock. A thread for -j 1. Returns (pool, futures, whether they are processes)."""
+        if workers > 1 and self.writer.worker_processes:
             pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context(worker_start_method()),
                 initializer=_init_worker,
                 initargs=(self.writer.path, self.writer.codec, self.writer.chunk_frames))
             return pool, [pool.submit(_extract_in_worker, e, self.cfg.decode, self.params_id,
-                                      threads) for e in self.todo]
+                                      threads) for e in self.todo], True
         pool = concurrent.futures.ThreadPoolExecutor(workers)
         lock = contextlib.nullcontext() if self.writer.concurrent_videos else self.lock
         return pool, [pool.submit(extract_one, e, self.writer, self.cfg.decode, self.params_id,
-                                  threads, stop, lock) for e in self.todo]
+                                  threads, stop, lock) for e in self.todo], False
 
 
 def _run(index, sources, output, writer, cfg, config, params_id, workers, previous, prune,

@@ -57,10 +57,12 @@ def read_file_manifest(path: str) -> dict:
     return read_manifest(path)
 
 
-def attach_writer(path: str, codec: str, chunk_frames: int) -> StoreWriter:
-    """A writer in an extraction worker process, sharing the store another writer opened.
-    Only backends with ``concurrent_videos`` support this."""
+def attach_writer(path: str, codec: str, chunk_frames: int):
+    """A writer in an extraction worker process, beside the one that opened the store at
+    ``path`` (backends with ``worker_processes``): Zarr's commits into the store, HDF5's
+    into a part file that the store's writer adopts."""
     if backend_for(path) == "hdf5":
-        raise VsslError("HDF5 stores have a single writer", path)
+        from vssl_cli.store.hdf5_store import Hdf5PartWriter
+        return Hdf5PartWriter(path, codec, chunk_frames)
     from vssl_cli.store.zarr_store import ZarrStoreWriter
     return ZarrStoreWriter(path, codec, chunk_frames, attach=True)

@@ -109,9 +109,12 @@ class StoreWriter(abc.ABC):
 
     ``concurrent_videos``: whether sinks of different videos may be written from several
     threads at once (Zarr: separate arrays; HDF5: one file, writes must be serialised).
+    ``worker_processes``: whether extraction workers in other processes can write videos
+    (``store.attach_writer``), each of which the writer then ``adopt``s.
     """
 
     concurrent_videos = False
+    worker_processes = False
 
     def __init__(self, path: str, codec: str, chunk_frames: int):
         self.path, self.codec, self.chunk_frames = os.fspath(path), codec, chunk_frames
@@ -126,6 +129,9 @@ class StoreWriter(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, key: str) -> None: ...
+
+    def adopt(self, key: str) -> None:
+        """Take in a video that a worker process's writer committed."""
 
     @abc.abstractmethod
     def write_manifest(self, manifest: dict) -> None: ...

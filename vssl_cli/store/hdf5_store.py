@@ -4,6 +4,11 @@ HDF5 is not crash-safe when a process dies mid-write, so the writer never touche
 finished file: it works on ``OUT.h5.partial`` (a copy of ``OUT.h5`` when adding to one),
 flushing after every video, and renames it over ``OUT.h5`` when done. A killed run leaves
 the previous ``OUT.h5`` untouched and the partial file for the rerun to resume from.
+
+A file has one writer, and h5py compresses inside it, one chunk at a time under its own
+lock. Extraction workers in other processes therefore write each video to a file of its own
+in ``OUT.h5.parts/`` (compressing in parallel), and the writer adopts it: HDF5 copies the
+stored chunks into the partial file without decompressing them.
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import h5py
 
@@ -55,28 +61,39 @@ class Hdf5FrameStore(FrameStore):
             self._handle = None
 
 
+def _frames_dataset(group: h5py.Group, name: str, height: int, width: int,
+                    chunk_frames: int, codec: str) -> h5py.Dataset:
+    return group.create_dataset(
+        name, shape=(0, height, width, 3), maxshape=(None, height, width, 3), dtype="uint8",
+        chunks=(chunk_frames, height, width, 3), **CODECS[codec])
+
+
+def _append(dataset: h5py.Dataset, frames) -> None:
+    n = dataset.shape[0]
+    dataset.resize(n + len(frames), axis=0)
+    dataset[n:] = frames
+
+
+def parts_folder(path: str) -> Path:
+    """Where worker processes leave finished videos for the writer of ``path``."""
+    return Path(f"{path}.parts")
+
+
 class _Hdf5Sink(VideoSink):
     def __init__(self, writer: "Hdf5StoreWriter", key, height, width):
         self.writer, self.key = writer, key
         incoming = writer.file.require_group("incoming")
         if key in incoming:
             del incoming[key]
-        self.dataset = incoming.create_dataset(
-            key, shape=(0, height, width, 3), maxshape=(None, height, width, 3), dtype="uint8",
-            chunks=(writer.chunk_frames, height, width, 3), **CODECS[writer.codec])
+        self.dataset = _frames_dataset(incoming, key, height, width, writer.chunk_frames,
+                                       writer.codec)
 
     def append(self, frames):
-        n = self.dataset.shape[0]
-        self.dataset.resize(n + len(frames), axis=0)
-        self.dataset[n:] = frames
+        _append(self.dataset, frames)
 
     def commit(self, record):
-        f = self.writer.file
         self.dataset.attrs["record"] = json.dumps(record)
-        if self.key in f["videos"]:
-            del f["videos"][self.key]
-        f.move(f"incoming/{self.key}", f"videos/{self.key}")
-        f.flush()
+        self.writer.publish(self.key)
 
     def abort(self):
         incoming = self.writer.file.get("incoming")
@@ -84,7 +101,42 @@ class _Hdf5Sink(VideoSink):
             del incoming[self.key]
 
 
+class _PartSink(VideoSink):
+    """One video in a file of its own, renamed into place when complete."""
+
+    def __init__(self, folder: Path, key: str, height: int, width: int, chunk_frames: int,
+                 codec: str):
+        self.final, self.temp = folder / f"{key}.h5", folder / f"{key}.h5.tmp"
+        self.file = h5py.File(self.temp, "w")
+        self.dataset = _frames_dataset(self.file, "frames", height, width, chunk_frames, codec)
+
+    def append(self, frames):
+        _append(self.dataset, frames)
+
+    def commit(self, record):
+        self.dataset.attrs["record"] = json.dumps(record)
+        self.file.close()
+        os.replace(self.temp, self.final)
+
+    def abort(self):
+        self.file.close()
+        self.temp.unlink(missing_ok=True)
+
+
+class Hdf5PartWriter:
+    """An extraction worker's writer: ``begin`` a video, and it lands in ``OUT.h5.parts/``
+    for the store's writer to ``adopt``."""
+
+    def __init__(self, path: str, codec: str, chunk_frames: int):
+        self.folder, self.codec, self.chunk_frames = parts_folder(path), codec, chunk_frames
+
+    def begin(self, key, height, width):
+        return _PartSink(self.folder, key, height, width, self.chunk_frames, self.codec)
+
+
 class Hdf5StoreWriter(StoreWriter):
+    worker_processes = True
+
     def __init__(self, path, codec, chunk_frames, fresh=False):
         if codec not in CODECS:
             raise VsslError(f"codec {codec!r} is not available for HDF5; choose from "
@@ -97,6 +149,9 @@ class Hdf5StoreWriter(StoreWriter):
         self.file.require_group("videos")
         if "incoming" in self.file:
             del self.file["incoming"]
+        self.parts = parts_folder(self.path)
+        shutil.rmtree(self.parts, ignore_errors=True)   # a killed run's: redone
+        self.parts.mkdir()
 
     def _open_work(self) -> h5py.File:
         """Resume a partial file when it is sound, else start from the finished file."""
@@ -121,6 +176,23 @@ class Hdf5StoreWriter(StoreWriter):
     def begin(self, key, height, width):
         return _Hdf5Sink(self, key, height, width)
 
+    def adopt(self, key):
+        part = self.parts / f"{key}.h5"
+        incoming = self.file.require_group("incoming")
+        if key in incoming:
+            del incoming[key]
+        with h5py.File(part, "r") as source:
+            source.copy(source["frames"], incoming, name=key)   # chunks as stored
+        self.publish(key)
+        part.unlink()
+
+    def publish(self, key: str) -> None:
+        """Move a complete video from ``incoming`` to ``videos`` and make it durable."""
+        if key in self.file["videos"]:
+            del self.file["videos"][key]
+        self.file.move(f"incoming/{key}", f"videos/{key}")
+        self.file.flush()
+
     def delete(self, key):
         if key in self.file["videos"]:
             del self.file["videos"][key]
@@ -137,6 +209,7 @@ class Hdf5StoreWriter(StoreWriter):
     def close(self):
         if self.file.id.valid:
             self.file.close()
+        shutil.rmtree(self.parts, ignore_errors=True)
 
 
 def _repack_if_wasteful(path: str) -> None:

@@ -100,6 +100,7 @@ def _check_group(root: Path) -> None:
 
 class ZarrStoreWriter(StoreWriter):
     concurrent_videos = True
+    worker_processes = True   # a worker's video is committed into the store itself
 
     def __init__(self, path, codec, chunk_frames, fresh=False, attach=False):
         """``attach``: another process's writer is working on this store (extraction worker
