@@ -82,11 +82,8 @@ def parts_folder(path: str) -> Path:
 class _Hdf5Sink(VideoSink):
     def __init__(self, writer: "Hdf5StoreWriter", key, height, width):
         self.writer, self.key = writer, key
-        incoming = writer.file.require_group("incoming")
-        if key in incoming:
-            del incoming[key]
-        self.dataset = _frames_dataset(incoming, key, height, width, writer.chunk_frames,
-                                       writer.codec)
+        self.dataset = _frames_dataset(writer.incoming(key), key, height, width,
+                                       writer.chunk_frames, writer.codec)
 
     def append(self, frames):
         _append(self.dataset, frames)
@@ -107,6 +104,7 @@ class _PartSink(VideoSink):
     def __init__(self, folder: Path, key: str, height: int, width: int, chunk_frames: int,
                  codec: str):
         self.final, self.temp = folder / f"{key}.h5", folder / f"{key}.h5.tmp"
+        folder.mkdir(exist_ok=True)   # made by the first worker that needs it
         self.file = h5py.File(self.temp, "w")
         self.dataset = _frames_dataset(self.file, "frames", height, width, chunk_frames, codec)
 
@@ -151,7 +149,6 @@ class Hdf5StoreWriter(StoreWriter):
             del self.file["incoming"]
         self.parts = parts_folder(self.path)
         shutil.rmtree(self.parts, ignore_errors=True)   # a killed run's: redone
-        self.parts.mkdir()
 
     def _open_work(self) -> h5py.File:
         """Resume a partial file when it is sound, else start from the finished file."""
@@ -176,13 +173,17 @@ class Hdf5StoreWriter(StoreWriter):
     def begin(self, key, height, width):
         return _Hdf5Sink(self, key, height, width)
 
-    def adopt(self, key):
-        part = self.parts / f"{key}.h5"
+    def incoming(self, key: str) -> h5py.Group:
+        """The group a video is built in before ``publish``, with no leftover ``key``."""
         incoming = self.file.require_group("incoming")
         if key in incoming:
             del incoming[key]
-        with h5py.File(part, "r") as source:
-            source.copy(source["frames"], incoming, name=key)   # chunks as stored
+        return incoming
+
+    def adopt(self, key):
+        part = self.parts / f"{key}.h5"
+        with h5py.File(part, "r") as source:   # chunks copied as stored
+            source.copy(source["frames"], self.incoming(key), name=key)
         self.publish(key)
         part.unlink()
 

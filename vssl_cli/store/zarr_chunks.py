@@ -23,6 +23,8 @@ from pathlib import Path
 import numcodecs
 import numpy as np
 
+from vssl_cli.artifacts import write_json_atomic
+
 # zarr v3 codec name -> numcodecs class of its chunk bytes (zarr itself wraps these).
 _DECODERS = {"blosc": numcodecs.Blosc, "zstd": numcodecs.Zstd, "gzip": numcodecs.GZip}
 _SHUFFLES = {"noshuffle": numcodecs.Blosc.NOSHUFFLE, "shuffle": numcodecs.Blosc.SHUFFLE,
@@ -48,7 +50,7 @@ def _encoder(entry: dict | None):
     """The numcodecs codec that writes chunks as ``entry`` (a zarr v3 codec) says."""
     if entry is None:
         return None
-    config = dict(entry["configuration"])
+    config = entry["configuration"]
     if entry["name"] == "blosc":
         return numcodecs.Blosc(cname=config["cname"], clevel=config["clevel"],
                                shuffle=_SHUFFLES[config["shuffle"]],
@@ -64,11 +66,12 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def ensure_group(folder: Path) -> None:
-    """Make ``folder`` a zarr v3 group (an existing one is kept as it is)."""
+    """Make ``folder`` a zarr v3 group (an existing one is kept as it is). Its metadata is
+    written atomically: groups live outside the staging area, for the store's lifetime."""
     folder.mkdir(parents=True, exist_ok=True)
     meta = folder / "zarr.json"
     if not meta.exists():
-        write_json(meta, GROUP_METADATA)
+        write_json_atomic(meta, GROUP_METADATA)
 
 
 class ChunkWriter:
