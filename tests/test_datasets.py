@@ -5,8 +5,14 @@ from pathlib import Path
 import pytest
 
 from vssl_cli.errors import UsageProblem
-from vssl_cli.video.datasets import (IndexOptions, VideoEntry, assign_splits, build_index,
-                                     detect_layout, parse_list)
+from vssl_cli.video.datasets import (
+    IndexOptions,
+    VideoEntry,
+    assign_splits,
+    build_index,
+    detect_layout,
+    parse_list,
+)
 
 
 def touch(path: Path) -> Path:
@@ -142,9 +148,96 @@ def test_detect_layout_and_errors(tmp_path):
     assert detect_layout(tmp_path, []) == "plain"
     with pytest.raises(UsageProblem, match="no such file"):
         index(tmp_path / "missing")
+
+
+def test_ids_never_clash_and_a_clash_never_aborts(tmp_path, caplog):
+    """test.avi beside test.mp4 (real test-data folders), two files of one name from two
+    folders, ../x beside x: distinct files get distinct ids, the same on every run, and
+    the renaming is said on stderr."""
+    root = tmp_path / "data"
+    touch(root / "test.avi")
+    touch(root / "test.mp4")
+    touch(root / "clip.mp4")
+    first = index(root)
+    assert sorted(e.id for e in first.entries) == ["clip", "test.avi", "test.mp4"]
+    assert "shared by 2 files" in caplog.text
+    assert [e.id for e in index(root).entries] == [e.id for e in first.entries]
     a, b = touch(tmp_path / "one" / "v.mp4"), touch(tmp_path / "two" / "v.mp4")
-    with pytest.raises(UsageProblem, match="same video id"):
-        index(a, b)
+    ids = [e.id for e in index(a, b).entries]
+    assert len(set(ids)) == 2 and all(i.startswith("v.mp4~") for i in ids)
+    assert [e.id for e in index(a, a).entries] == ["v"]          # one file named twice
+    touch(tmp_path / "x.mp4")
+    touch(tmp_path / "sub" / "x.mp4")
+    touch(tmp_path / "sub" / ".hidden" / "y.mp4")
+    entries = parse_list(["../x.mp4", "x.mp4", ".hidden/y.mp4", "./x.mp4"],
+                         tmp_path / "sub", "l.txt")
+    assert [e.id for e in entries] == [str(tmp_path / "x").lstrip("/"), "x", ".hidden/y", "x"]
+    assert all(Path(e.path).is_absolute() and ".." not in e.path for e in entries)
+
+
+def test_list_lines_with_spaces_tabs_and_nul_separated(tmp_path):
+    touch(tmp_path / "my clip.mp4")
+    touch(tmp_path / "two  spaces .mp4")
+    text = (f"{tmp_path}/my clip.mp4\n"              # exists: the whole line is the path
+            "two  spaces .mp4\n"                     # relative, exists
+            "not here yet.mp4\t\n"                   # a path with spaces, no label
+            "other.mp4\trun\ttrain\n")
+    entries = build_index(["-"], IndexOptions(video_root=str(tmp_path)),
+                          stdin=io.StringIO(text)).entries
+    assert [(Path(e.path).name, e.label, e.split) for e in entries] == [
+        ("my clip.mp4", None, None), ("two  spaces .mp4", None, None),
+        ("not here yet.mp4", None, None), ("other.mp4", "run", "train")]
+    with pytest.raises(UsageProblem, match="needs a tab"):
+        parse_list(["a b c d.mp4"], tmp_path, "l.txt")
+    nul = build_index(["-"], IndexOptions(video_root=str(tmp_path)), null_separated=True,
+                      stdin=io.StringIO(f"{tmp_path}/my clip.mp4\0line\nbreak.mp4\0"))
+    assert [Path(e.path).name for e in nul.entries] == ["my clip.mp4", "line\nbreak.mp4"]
+
+
+def test_symlink_loops_are_visited_once(tmp_path):
+    root = tmp_path / "videos"
+    touch(root / "a" / "v.mp4")
+    (root / "a" / "loop").symlink_to(root)           # a link back up the tree
+    (root / "alias.mp4").symlink_to(root / "a" / "v.mp4")
+    found = index(root, layout="plain").entries
+    assert [e.id for e in found] == ["alias"]        # the first name met, every run
+
+
+def test_layout_detection_explains_itself(tmp_path, caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="vssl")
+    root = tmp_path / "ds"
+    for cls in ("cat", "dog", "eel"):
+        for i in range(4):
+            touch(root / cls / f"{i}.mp4")
+    assert index(root).layouts == ["folders"]
+    assert "every video sits in a class folder (3 classes)" in caplog.text
+    touch(root / "predict" / "batch1" / "x.mp4")       # one stray folder
+    touch(root / "stray.mp4")
+    caplog.clear()
+    idx = index(root)
+    assert idx.layouts == ["plain"] and all(e.label is None for e in idx.entries)
+    assert "12 of 14 videos sit in class folders" in caplog.text
+    assert "predict/batch1/ (1)" in caplog.text and "the top folder (1)" in caplog.text
+    forced = index(root, layout="folders").entries     # the others labelled, strays not
+    labels = {e.id: e.label for e in forced}
+    assert labels["cat/0"] == "cat" and labels["stray"] is None
+    assert labels["predict/batch1/x"] is None
+
+
+def test_annotation_files_with_bad_lines_are_usage_errors(tmp_path):
+    root = tmp_path / "UCF101"
+    touch(root / "Jump" / "v_Jump_g01_c01.avi")
+    (root / "classInd.txt").write_text("1 Jump extra\n")
+    with pytest.raises(UsageProblem, match="line 1: expected 'index class'"):
+        index(root)
+    csv = tmp_path / "k.csv"
+    csv.write_text("label,youtube_id,time_start,time_end,split\nrun,AAA,zz,10,train\n")
+    with pytest.raises(UsageProblem, match="line 2: time_start/time_end 'zz'"):
+        index(csv)
+    latin = tmp_path / "list.txt"
+    latin.write_bytes(b"caf\xe9.mp4 run\n")
+    assert index(latin).entries[0].label == "run"       # not UTF-8: replaced, not a crash
 
 
 def test_keys_are_safe_and_unique():

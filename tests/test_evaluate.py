@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 import zarr
-
 from conftest import manifest_of, run_vssl
+
 from vssl_cli.evaluate.features import Features
 from vssl_cli.evaluate.probe import confusion_matrix, linear_probe, topk_accuracy
 from vssl_cli.evaluate.retrieval import nearest, recall_at
-
 
 # --- library pieces ----------------------------------------------------------------------
 
@@ -209,6 +208,10 @@ def test_boundary_truth_accepts_synth_json_and_rescales_frame_rates(tmp_path):
     synth.write_text(json.dumps({"videos": [{"video": "A/v_a.mp4", "boundaries": [24]}]}))
     table = load_boundaries(str(synth))
     assert truth_for({"id": "A/v_a", "fps": 12.5, "orig_fps": 25.0}, table) == [12.0]
+    # Every decoded frame kept (native timing): source frame i is stored frame i, whatever
+    # the mean rate of a variable-frame-rate video says.
+    assert truth_for({"id": "A/v_a", "fps": 12.5, "orig_fps": 25.0, "timing": "decoded"},
+                     table) == [24.0]
     assert truth_for({"id": "B/v_b", "fps": 25.0}, table) is None
     plain = tmp_path / "b.json"
     plain.write_text(json.dumps({"B/v_b": [3, 9]}))

@@ -10,9 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import ROOT, ffmpeg, make_video, manifest_of, run_vssl, videos_table
 
-from conftest import ROOT, make_video, manifest_of, run_vssl, videos_table
-from vssl_cli.extract import ExtractConfig, extract
 from vssl_cli.store import open_store
 from vssl_cli.video.decode import DecodeParams, decode_all
 
@@ -87,24 +86,21 @@ def test_changed_parameters_refused_unless_forced(videos, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
-def test_store_from_before_even_rounding_keeps_its_rounding_until_forced(videos, tmp_path):
-    """Stores made before `even_long_side` rounded the long side to the nearest pixel (64x48
-    at short side 128: 171 wide, even rounding gives 170). Extending one keeps its rounding
-    and reuses its videos; --force rebuilds it with even sides."""
+def test_a_store_from_the_earlier_decoder_is_read_but_not_extended(videos, tmp_path):
+    """Stores made before decoder 2 padded VFR videos with copies and squeezed non-square
+    pixels; adding to one would mix the two, so it is refused with the way out."""
     out = tmp_path / "old.zarr"
-    legacy = ExtractConfig(decode=DecodeParams(even_long_side=False))
-    extract([str(videos)], str(out), legacy)
-    before = manifest_of(out)
-    assert "even_long_side" not in before["config"]["frames"]   # as old stores
     run_vssl("extract", videos, "-o", out, check=0)
-    assert manifest_of(out)["id"] == before["id"]   # up to date: nothing redone
-    make_video(videos / "b" / "four.mp4", frames=6)
-    run_vssl("extract", videos, "-o", out, check=0)
-    assert manifest_of(out)["metrics"]["extracted_this_run"] == 1
-    assert {r["width"] for r in videos_table(out).values()} == {171}   # the new one too
+    manifest = manifest_of(out)
+    del manifest["config"]["frames"]["decoder"]          # as stores made before it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with open_store(out) as store:                       # still readable
+        assert store.read("a/one", [0]).shape[0] == 1
+    proc = run_vssl("extract", videos, "-o", out, check=2)
+    assert "made by an earlier vssl" in proc.stderr and "--force" in proc.stderr
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1
     run_vssl("extract", videos, "-o", out, "--force", check=0)
-    assert {r["width"] for r in videos_table(out).values()} == {170}
-    assert manifest_of(out)["config"]["frames"]["even_long_side"] is True
+    assert manifest_of(out)["config"]["frames"]["decoder"] == 2
 
 
 @pytest.mark.parametrize("name", ["bad.zarr", "bad.h5"])
@@ -113,10 +109,7 @@ def test_bad_inputs_are_listed_and_skipped(videos, tmp_path, name):
     bad.mkdir()
     (bad / "zero.mp4").write_bytes(b"")
     (bad / "text.mp4").write_text("this is not a video\n" * 50)
-    subprocess.run([sys.executable, "-c", "import subprocess,sys;from vssl_cli.video.tools import "
-                    "ffmpeg_exe;subprocess.run([ffmpeg_exe(),'-loglevel','error','-f','lavfi',"
-                    "'-i','sine=duration=0.5','-c:a','aac',sys.argv[1]],check=True)",
-                    str(bad / "audio.mp4")], check=True, cwd=ROOT)
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=0.5", "-c:a", "aac", bad / "audio.mp4")
     good = make_video(tmp_path / "long.mp4", frames=120, size="160x120", faststart=True,
                       extra=("-g", "12"))
     data = good.read_bytes()
@@ -125,16 +118,27 @@ def test_bad_inputs_are_listed_and_skipped(videos, tmp_path, name):
     proc = run_vssl("extract", videos, "-o", out, "--layout", "plain", check=0)
     table = videos_table(out)
     errors = {k: v["error"] for k, v in table.items() if v["status"] == "error"}
-    assert set(errors) == {"bad/zero", "bad/text", "bad/audio", "bad/truncated"}
+    assert set(errors) == {"bad/zero", "bad/text", "bad/audio"}
     assert "empty file" in errors["bad/zero"]
     assert "no video stream" in errors["bad/audio"]
-    assert "truncated" in errors["bad/truncated"]
-    assert "4 failed" in proc.stderr and "bad/truncated.mp4" in proc.stderr
+    # A damaged file keeps its readable prefix, marked partial with the decoder's words.
+    cut = table["bad/truncated"]
+    assert cut["status"] == "ok" and cut["partial"] and 20 < cut["frames"] < 120
+    assert any("truncated" in w for w in cut["warnings"])
+    assert "3 failed, 1 damaged" in proc.stderr and "partial: " in proc.stderr
     with open_store(out) as store:
-        assert {r["id"] for r in store.videos} == {"a/one", "a/two", "b/three"}
-    # An unchanged bad file is not retried; --strict turns failures into exit 1.
+        assert {r["id"] for r in store.videos} == {"a/one", "a/two", "b/three",
+                                                   "bad/truncated"}
+    # An unchanged bad file is not retried; --strict turns failures into exit 1 and
+    # prints no path.
     assert "up to date" in run_vssl("extract", videos, "-o", out, "--layout", "plain").stderr
-    run_vssl("extract", videos, "-o", out, "--layout", "plain", "--strict", check=1)
+    strict = run_vssl("extract", videos, "-o", out, "--layout", "plain", "--strict", check=1)
+    assert strict.stdout == ""
+    # --reject-partial keeps damaged files out.
+    rejected = tmp_path / ("r" + name)
+    run_vssl("extract", videos, "-o", rejected, "--layout", "plain", "--reject-partial",
+             check=0)
+    assert "--reject-partial" in videos_table(rejected)["bad/truncated"]["error"]
 
 
 def test_nothing_usable_exits_nonzero(tmp_path):

@@ -1,5 +1,6 @@
 """Both frame-store backends through the one interface."""
 import json
+import os
 
 import h5py
 import numpy as np
@@ -145,7 +146,7 @@ def test_zarr_writer_refuses_an_array_or_a_file(tmp_path):
             open_writer(tmp_path / name)
 
 
-def test_zarr_reads_other_layouts_and_missing_chunks_through_zarr(tmp_path):
+def test_zarr_reads_other_layouts_through_zarr(tmp_path):
     a = np.random.default_rng(2).integers(0, 255, (10, 4, 6, 3), dtype=np.uint8)
     path = tmp_path / "o.zarr"
     _fill(str(path), {"a": a, "b": a})
@@ -156,13 +157,91 @@ def test_zarr_reads_other_layouts_and_missing_chunks_through_zarr(tmp_path):
         "a", data=a, chunks=(4, 2, 6, 3), overwrite=True)
     assert ChunkLayout.of(path / "videos" / "a") is None
     assert ChunkLayout.of(path / "videos" / "b").separator == "/"
-    (path / "videos" / "b" / "c" / "1" / "0" / "0" / "0").unlink()   # frames 4-7: never written
-    expected = a.copy()
-    expected[4:8] = 0                                                  # zarr's fill value
     with open_store(path) as store:
         np.testing.assert_array_equal(store.read("a", range(10)), a)
-        np.testing.assert_array_equal(store.read("b", range(10)), expected)
+        np.testing.assert_array_equal(store.read("b", range(10)), a)
         np.testing.assert_array_equal(store.read("b", [9, 0]), a[[9, 0]])
+
+
+@pytest.mark.parametrize("store_path,damage", [
+    ("s.zarr", "missing"), ("s.zarr", "garbage"), ("s.zarr", "short"), ("s.h5", "garbage")],
+    indirect=["store_path"])
+def test_a_missing_or_corrupt_chunk_is_an_error_naming_video_and_chunk(store_path, damage):
+    """zarr would read a missing chunk as zeros and a garbage one as a Blosc error naming
+    nothing; a damaged store must say which video and chunk."""
+    a = np.random.default_rng(2).integers(0, 255, (10, 4, 6, 3), dtype=np.uint8)
+    _fill(store_path, {"a": a, "b": a})
+    if store_path.endswith(".zarr"):
+        chunk = f"{store_path}/videos/b/c.1.0.0.0"
+        if damage == "missing":
+            os.unlink(chunk)
+        else:
+            with open(chunk, "r+b") as f:
+                f.truncate(40) if damage == "short" else f.write(b"\xff" * 64)
+    else:
+        with h5py.File(store_path, "a") as f:
+            dataset = f["videos"]["b"]
+            offset = dataset.id.get_chunk_info(1).byte_offset
+        with open(store_path, "r+b") as f:     # scribble over the second chunk's bytes
+            f.seek(offset)
+            f.write(b"\xff" * 64)
+    with open_store(store_path) as store:
+        np.testing.assert_array_equal(store.read("a", range(10)), a)
+        np.testing.assert_array_equal(store.read("b", range(4)), a[:4])   # chunk 0 is fine
+        with pytest.raises(VsslError, match=r"video 'b'.*(chunk|missing)") as caught:
+            store.read("b", range(10))
+        assert "\n" not in str(caught.value)
+
+
+def test_keys_from_a_manifest_never_leave_the_store(store_path, tmp_path):
+    _fill(store_path, {"a": np.zeros((4, 2, 2, 3), np.uint8)})
+    manifest = new_manifest("frames", {}, [], outputs={"videos": [
+        {"id": "evil", "key": "../../victim", "status": "ok", "frames": 4, "height": 2,
+         "width": 2}]})
+    for key in ("../../victim", "/etc", ".hidden", "a/b", ""):
+        manifest["outputs"]["videos"][0]["key"] = key
+        with pytest.raises(VsslError, match="invalid video key"):
+            open_store(store_path, manifest)
+    writer = open_writer(store_path)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    with pytest.raises(VsslError, match="invalid video key"):
+        writer.delete("../../victim")
+    with pytest.raises(VsslError, match="invalid video key"):
+        writer.begin("../x", 2, 2)
+    writer.close()
+    assert victim.exists()
+
+
+def test_timestamps_round_trip_and_old_stores_get_even_ones(store_path):
+    a = np.zeros((5, 2, 2, 3), np.uint8)
+    writer = open_writer(store_path, chunk_frames=4)
+    times = np.array([0.0, 0.04, 0.3, 0.31, 1.5])
+    table = []
+    for key, t in (("a", times), ("old", None)):
+        sink = writer.begin(key, 2, 2)
+        sink.append(a)
+        record = {"id": key, "key": key, "status": "ok", "frames": 5, "height": 2,
+                  "width": 2, "fps": 10.0}
+        sink.commit(record, t)
+        table.append(record)
+    writer.write_manifest(new_manifest("frames", {}, [], outputs={"videos": table}))
+    writer.finish()
+    writer.close()
+    with open_store(store_path) as store:
+        np.testing.assert_array_equal(store.timestamps("a"), times)
+        np.testing.assert_allclose(store.timestamps("old"), np.arange(5) / 10)
+    if store_path.endswith(".zarr"):        # zarr-python reads them as any array
+        np.testing.assert_array_equal(zarr.open_array(f"{store_path}/timestamps/a")[:], times)
+
+
+def test_huge_frames_get_fewer_frames_per_chunk(tmp_path):
+    """4K at --short-side 0 is 25 MB a frame: 16 of them would be a 400 MB chunk held in
+    memory while writing; chunks are bounded in bytes instead."""
+    from vssl_cli.store.base import CHUNK_BYTES, chunk_frames_for
+    assert chunk_frames_for(16, 2160, 3840) == 1
+    assert chunk_frames_for(16, 128, 170) == 16
+    assert chunk_frames_for(16, 1080, 1920) * 1080 * 1920 * 3 <= CHUNK_BYTES
 
 
 def test_slab_plan_prefers_one_contiguous_read():

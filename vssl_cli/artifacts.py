@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
+import glob
 import hashlib
 import importlib.metadata
 import json
@@ -125,6 +126,15 @@ def check_manifest(manifest: Any, source: str) -> dict:
                         f"understands ({SCHEMA}); upgrade vssl", source)
     if manifest["kind"] not in KINDS:
         raise VsslError(f"unknown artifact kind {manifest['kind']!r}", source)
+    for field, kind in (("config", dict), ("outputs", dict), ("metrics", dict),
+                        ("inputs", list), ("command", list), ("environment", dict)):
+        if not isinstance(manifest[field], kind):
+            what = "an object" if kind is dict else "a list"
+            raise VsslError(f"manifest field {field} is not {what}", source)
+    from vssl_cli.schema import KIND_CHECKS
+    check = KIND_CHECKS.get(manifest["kind"])
+    if check is not None:
+        check(manifest, source)
     return manifest
 
 
@@ -180,10 +190,87 @@ def resolve_input(arg: str, stdin=None) -> str:
     raise UsageProblem("expected an artifact path on standard input, got nothing", "-")
 
 
+def artifact_file(name, artifact) -> str:
+    """A file name a manifest gives for a file of its artifact: a plain name inside it,
+    never a path that leads elsewhere."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name \
+            or "\\" in name or name.startswith("."):
+        raise VsslError(f"the manifest names the file {name!r}, which is not a plain file "
+                        "name inside the artifact", artifact)
+    return name
+
+
+def _manifest_kind(path: Path) -> str | None:
+    """The kind of the artifact at ``path``, None when it is not one."""
+    try:
+        return load_manifest(path)["kind"]
+    except VsslError:
+        return None
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_output(output: str | os.PathLike, kind: str, inputs=(), *,
+                 also_ours=None) -> None:
+    """Refuse ``output`` unless writing it can only replace an artifact of ``kind``.
+
+    Allowed: a path that does not exist, an empty folder, or an artifact whose manifest
+    says ``kind`` (``also_ours(path)`` may accept more: a store killed before its first
+    manifest, a dataset that synth wrote). Anything else is somebody's data: a usage
+    error naming it, before anything is touched. The output may also never be one of
+    ``inputs`` or a folder that holds one (its rebuild would destroy what it reads).
+    Parent folders are created, as ``mkdir -p`` would.
+    """
+    out = Path(os.path.abspath(output))
+    real = Path(os.path.realpath(out))
+    for item in inputs:
+        if item in (None, "-") or "://" in str(item):
+            continue
+        source = Path(os.path.realpath(item))
+        if _inside(source, real):
+            raise UsageProblem(f"the output would replace the input {item}; choose another "
+                               "output", output)
+    if os.path.lexists(out) and not os.path.exists(out):
+        raise UsageProblem("the output is a broken symbolic link", output)
+    if os.path.exists(real):
+        empty_dir = real.is_dir() and not any(real.iterdir())
+        found = _manifest_kind(real)
+        if not (empty_dir or found == kind or (found is None and also_ours is not None
+                                               and also_ours(real))):
+            what = f"a {found} artifact" if found else (
+                "a folder that is not a vssl artifact" if real.is_dir()
+                else "a file that is not a vssl artifact")
+            raise UsageProblem(f"refusing to replace {what} (this command writes a {kind} "
+                               "artifact); choose another output or remove it yourself",
+                               output)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VsslError(f"cannot create the output's folder: {e.strerror}", out.parent) \
+            from None
+
+
+def remove_stale_partials(final: str | os.PathLike) -> None:
+    """Delete ``.NAME.*.partial`` / ``.NAME.*.tmp`` leftovers of killed writes of ``final``
+    (the caller holds its lock, so no live writer owns them)."""
+    final = Path(os.path.abspath(final))
+    if not final.parent.is_dir():
+        return
+    for leftover in final.parent.glob(f".{glob.escape(final.name)}.*"):
+        if leftover.name.endswith((".partial", ".tmp")) and not leftover.is_symlink():
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def exclusive_lock(artifact: str | os.PathLike) -> Iterator[None]:
     """Refuse a second writer of the same artifact instead of letting both corrupt it."""
     lock_path = f"{os.fspath(artifact).rstrip(os.sep)}.lock"
+    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

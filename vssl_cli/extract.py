@@ -19,17 +19,31 @@ import threading
 import time
 from typing import Callable
 
-from vssl_cli.artifacts import (digest, exclusive_lock, file_digest, load_manifest,
-                                new_manifest)
+import numpy as np
+
+from vssl_cli.artifacts import (
+    check_output,
+    digest,
+    exclusive_lock,
+    file_digest,
+    load_manifest,
+    new_manifest,
+    remove_stale_partials,
+)
 from vssl_cli.errors import DecodeError, UsageProblem, VsslError
 from vssl_cli.store import backend_for, open_writer
 from vssl_cli.store.base import StoreWriter
 from vssl_cli.video.datasets import DatasetIndex, IndexOptions, VideoEntry, build_index
-from vssl_cli.video.decode import DecodeParams, FrameDecoder, describe_failure
+from vssl_cli.video.decode import DecodeParams, FrameDecoder
 
 log = logging.getLogger("vssl.extract")
 CHECKPOINT_COST_SHARE = 0.05  # manifest checkpoints may take at most this share of the time
-TRUNCATION_RATIO = 0.9   # fewer frames than this share of the expected count + ffmpeg errors
+# What the stored frames are, as a frame parameter: 2 = every decoded frame once, with its
+# presentation time, at the display aspect. Stores without it were made by the earlier
+# decoder, which padded variable-frame-rate videos to a nominal rate with copies and
+# ignored non-square pixels; they are read as before but never extended.
+DECODER = 2
+VFR_SPREAD = 0.02   # frame intervals differing by more than this share: variable rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,27 +52,27 @@ class ExtractConfig:
     codec: str = "auto"
     chunk_frames: int | None = None   # None: the measured default of the backend
     index: IndexOptions = IndexOptions()
+    reject_partial: bool = False      # damaged files: store their readable prefix, or not
 
     def frame_params(self, backend: str) -> dict:
         """What determines the stored pixels; a store never mixes two of these."""
-        from vssl_cli.store import DEFAULT_CHUNK_FRAMES, DEFAULT_CODECS
+        from vssl_cli.store import DEFAULT_CHUNK_FRAMES, DEFAULT_CODECS, codecs_of
         codec = DEFAULT_CODECS[backend] if self.codec == "auto" else self.codec
-        decode = dataclasses.asdict(self.decode)
-        if not decode["even_long_side"]:
-            del decode["even_long_side"]   # the older rounding: as stores made before it say
-        return {**decode, "codec": codec,
-                "chunk_frames": self.chunk_frames or DEFAULT_CHUNK_FRAMES[backend]}
+        if codec not in codecs_of(backend):
+            raise UsageProblem(f"codec {codec!r} is not available for {backend}; choose from "
+                               f"{', '.join(codecs_of(backend))}")
+        return {**dataclasses.asdict(self.decode), "codec": codec,
+                "chunk_frames": self.chunk_frames or DEFAULT_CHUNK_FRAMES[backend],
+                "decoder": DECODER}
 
-    def keeping_rounding_of(self, previous: dict | None) -> "ExtractConfig":
-        """A store made before ``even_long_side`` keeps its nearest-pixel rounding when it is
-        extended, so its videos are reused and never mixed with even-rounded ones; --force
-        (no ``previous``) rebuilds it with even sides."""
+    def storing_as(self, previous: dict | None) -> "ExtractConfig":
+        """Codec and chunk length the user left to us are the existing store's."""
+        frames = (previous or {}).get("config", {}).get("frames", {})
         if previous is None or previous.get("kind") != "frames":
-            return self   # nothing to keep; a wrong kind is refused by _check_compatible
-        if DecodeParams.of_store(previous["config"].get("frames", {})).even_long_side:
             return self
         return dataclasses.replace(
-            self, decode=dataclasses.replace(self.decode, even_long_side=False))
+            self, codec=frames.get("codec", self.codec) if self.codec == "auto" else self.codec,
+            chunk_frames=self.chunk_frames or frames.get("chunk_frames"))
 
 
 @dataclasses.dataclass
@@ -68,6 +82,7 @@ class ExtractResult:
     built: bool          # False: nothing to do, the store was already up to date
     extracted: int = 0
     failed: list[dict] = dataclasses.field(default_factory=list)
+    extracted_ids: set[str] = dataclasses.field(default_factory=set)
 
 
 class _Stopped(Exception):
@@ -104,11 +119,31 @@ def _reusable(record: dict | None, entry: VideoEntry, params_id: str) -> dict | 
     return None
 
 
+def _describe(decoder: FrameDecoder, params: DecodeParams) -> dict:
+    """A stored video's geometry and timing as the manifest records them."""
+    info, times = decoder.info, np.asarray(decoder.timestamps)
+    steps = np.diff(times)
+    span = float(times[-1] - times[0]) if len(times) > 1 else 0.0
+    mean_rate = (len(times) - 1) / span if span > 0 else (params.fps or info.fps)
+    variable = bool(len(steps) > 1 and steps.min() > 0
+                    and steps.max() - steps.min() > VFR_SPREAD * steps.mean())
+    return {"frames": decoder.frames, "fps": round(float(mean_rate), 6),
+            "timing": "resampled" if params.fps else "decoded", "vfr": variable,
+            "start_time": round(float(times[0]), 6), "height": decoder.height,
+            "width": decoder.width, "orig_width": info.width, "orig_height": info.height,
+            "sar": f"{info.sar.numerator}:{info.sar.denominator}",
+            "orig_fps": round(info.fps, 6), "orig_duration": round(info.duration, 6),
+            "rotation": info.rotation, "codec": info.codec, "partial": decoder.partial,
+            "warnings": decoder.warnings}
+
+
 def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, params_id: str,
-                threads: int, stop: threading.Event, lock) -> dict:
+                threads: int, stop: threading.Event, lock,
+                reject_partial: bool = False) -> dict:
     """Decode one video into the store; returns its record (status ok or error).
 
-    ``lock`` serialises store writes for backends that need it.
+    ``lock`` serialises store writes for backends that need it. A damaged file keeps its
+    readable prefix (``partial`` in the record) unless ``reject_partial``.
     """
     base = {"id": entry.id, "key": entry.key, "source": entry.path, "label": entry.label,
             "split": entry.split, "start": entry.start, "end": entry.end, "params": params_id}
@@ -130,23 +165,15 @@ def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, pa
                 if sink is None:
                     sink = writer.begin(entry.key, decoder.height, decoder.width)
                 sink.append(frames)
-        info = decoder.info
-        if decoder.frames == 0 or info is None:
-            raise DecodeError(f"no frames decoded: {describe_failure(decoder.errors)}",
-                              entry.path)
-        expected = info.expected_frames(params.fps, entry.start, entry.end)
-        if params.max_frames:
-            expected = min(expected, params.max_frames)
-        if decoder.errors and decoder.frames < TRUNCATION_RATIO * expected:
-            raise DecodeError(f"decoded {decoder.frames} of about {expected} frames: "
-                              f"{describe_failure(decoder.errors)}", entry.path)
-        record = {**base, "status": "ok", "frames": decoder.frames,
-                  "fps": params.fps or info.fps, "height": decoder.height,
-                  "width": decoder.width, "orig_width": info.width, "orig_height": info.height,
-                  "orig_fps": info.fps, "rotation": info.rotation, "codec": info.codec,
-                  "warnings": decoder.errors[-3:]}
+        if decoder.frames == 0:
+            said = f": {'; '.join(decoder.warnings)}" if decoder.warnings else ""
+            raise DecodeError(f"no frames decoded{said}", entry.path)
+        if decoder.partial and reject_partial:
+            raise DecodeError(f"damaged ({decoder.warnings[0]}); rejected with "
+                              "--reject-partial", entry.path)
+        record = {**base, "status": "ok", **_describe(decoder, params)}
         with lock:
-            sink.commit(record)
+            sink.commit(record, np.asarray(decoder.timestamps))
         return record
     except DecodeError as e:
         if sink is not None:
@@ -198,49 +225,93 @@ def _manifest(config: dict, sources: list[str], table: list[dict], classes: list
 
 
 def _previous_manifest(output: str) -> dict | None:
+    """The store's manifest; when it is damaged or fails its checks, None, and the store is
+    rebuilt from the videos' own records (nothing the bad manifest says is acted on)."""
     if not os.path.exists(output):
         return None
     try:
         return load_manifest(output)
-    except VsslError:
+    except VsslError as e:
+        if os.path.exists(os.path.join(output, "manifest.json")) or os.path.isfile(output):
+            log.warning("ignoring the store's manifest (%s); rebuilding it from the videos' "
+                        "own records", e)
         return None
+
+
+def _is_store_without_manifest(path) -> bool:
+    """A store of ours killed before its first manifest checkpoint (or whose manifest was
+    damaged): extract may take it over."""
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, "zarr.json")) and \
+            os.path.isdir(os.path.join(path, "videos"))
+    import h5py
+    try:
+        with h5py.File(path, "r") as f:
+            return "videos" in f
+    except OSError:
+        return False
 
 
 def extract(sources: list[str], output: str, cfg: ExtractConfig, *, workers: int = 1,
             force: bool = False, prune: bool = False, retry_errors: bool = False,
-            dry_run: bool = False, stdin=None, on_plan: Callable[[int], None] | None = None,
+            verify: bool = False, dry_run: bool = False, stdin=None,
+            null_separated: bool = False, on_plan: Callable[[int], None] | None = None,
             on_video: Callable[[dict], None] | None = None) -> ExtractResult:
     """Bring the store at ``output`` up to date with ``sources``.
 
-    ``on_plan(n)`` is told how many videos will be decoded, ``on_video(record)`` hears
-    about each one as it finishes (progress bars hang off these).
+    ``verify`` reads every chunk of every stored video and extracts again the videos
+    whose frames are missing or damaged. ``on_plan(n)`` is told how many videos will be
+    decoded, ``on_video(record)`` hears about each one as it finishes (progress bars
+    hang off these).
     """
     if "://" in output:
         raise UsageProblem("extract writes a local store; copy it to a URL afterwards "
                            "(readers open URLs)", output)
-    index = build_index(sources, cfg.index, stdin=stdin)
-    if not index.entries:
-        raise UsageProblem("no videos found in the given sources", " ".join(sources))
+    check_output(output, "frames", sources, also_ours=_is_store_without_manifest)
+    target = os.path.realpath(output)   # a symlinked store is updated where it lives
     backend = backend_for(output)
-    previous = None if force else _previous_manifest(output)
-    cfg = cfg.keeping_rounding_of(previous)
+    previous = None if force else _previous_manifest(target)
+    cfg = cfg.storing_as(previous)
     frame_params = cfg.frame_params(backend)
     params_id = digest(frame_params)
     config = {"frames": frame_params, "index": dataclasses.asdict(cfg.index),
               "backend": backend}
     if previous is not None:
         _check_compatible(output, previous, frame_params)
+    index = build_index(sources, cfg.index, stdin=stdin, null_separated=null_separated)
+    if not index.entries:
+        raise UsageProblem("no videos found in the given sources", " ".join(sources))
     if dry_run:
         return ExtractResult(output, {"would_extract": [e.id for e in index.entries]}, False)
+    if not (verify or prune) and _up_to_date(index, previous, config, sources, params_id,
+                                             retry_errors):
+        return ExtractResult(output, previous, built=False)   # nothing is touched
 
-    with exclusive_lock(output):
-        writer = open_writer(output, frame_params["codec"], frame_params["chunk_frames"],
-                             fresh=force)
+    with exclusive_lock(target):
+        remove_stale_partials(target)    # of killed --force rebuilds
+        writer = open_writer(target, frame_params["codec"], frame_params["chunk_frames"],
+                             fresh=force, identity=params_id)
         try:
             return _run(index, sources, output, writer, cfg, config, params_id, workers,
-                        previous, prune, retry_errors, on_plan, on_video)
+                        previous, prune, retry_errors, verify, on_plan, on_video)
         finally:
             writer.close()
+
+
+def _up_to_date(index, previous, config, sources, params_id, retry_errors) -> bool:
+    """Whether a finished store already holds exactly these sources: decided from its
+    manifest and the sources' sizes and times, before any writer opens it."""
+    if previous is None or not previous["outputs"].get("complete", False):
+        return False
+    table = previous["outputs"].get("videos", [])
+    done = {r["key"]: r for r in table if r.get("status") == "ok" and "key" in r}
+    keep, todo = _plan(index, done, {r["id"]: r for r in table if "id" in r}, params_id,
+                       retry_errors)
+    if todo or len(keep) != len(table):
+        return False
+    rows = [keep[e.id] for e in index.entries]
+    return _manifest(config, sources, rows, previous["outputs"].get("classes", []),
+                     index.layouts, True, 0.0, {})["id"] == previous["id"]
 
 
 def _check_compatible(output: str, previous: dict, frame_params: dict) -> None:
@@ -248,6 +319,12 @@ def _check_compatible(output: str, previous: dict, frame_params: dict) -> None:
         raise UsageProblem(f"output exists and is a {previous['kind']} artifact, "
                            "not a frame store", output)
     old = previous["config"].get("frames", {})
+    if old.get("decoder") != frame_params["decoder"]:
+        raise UsageProblem("this store was made by an earlier vssl, whose decoder padded "
+                           "variable-frame-rate videos to a nominal rate with copies and "
+                           "squeezed non-square pixels; it can still be read, but to add "
+                           "to it rebuild it with --force (or extract to a new store)",
+                           output)
     diff = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in frame_params.items() if old.get(k) != v]
     if diff:
         raise UsageProblem("store was built with other frame parameters (" + ", ".join(diff)
@@ -280,9 +357,9 @@ def worker_start_method() -> str:
 
 
 def _extract_in_worker(entry: VideoEntry, params: DecodeParams, params_id: str,
-                       threads: int) -> dict:
+                       threads: int, reject_partial: bool) -> dict:
     return extract_one(entry, _WORKER["writer"], params, params_id, threads,
-                       threading.Event(), contextlib.nullcontext())
+                       threading.Event(), contextlib.nullcontext(), reject_partial)
 
 
 class _Run:
@@ -290,15 +367,17 @@ class _Run:
 
     def __init__(self, index: DatasetIndex, sources, writer: StoreWriter,
                  cfg: ExtractConfig, config: dict, params_id: str, previous_manifest: dict | None,
-                 prune: bool, retry_errors: bool):
+                 prune: bool, retry_errors: bool, verify: bool = False):
         self.index, self.sources, self.writer = index, sources, writer
         self.cfg, self.config, self.params_id = cfg, config, params_id
         self.started = time.monotonic()
         self.previous_manifest = previous_manifest
         previous = {r["id"]: r for r in
                     (self.previous_manifest or {}).get("outputs", {}).get("videos", [])}
-        self.keep, self.todo = _plan(index, writer.completed(), previous, params_id,
-                                     retry_errors)
+        done = writer.completed()
+        if verify:
+            done = self._verified(done)
+        self.keep, self.todo = _plan(index, done, previous, params_id, retry_errors)
         current = {e.id for e in index.entries}
         stale = {i: r for i, r in previous.items() if i not in current}
         if prune:
@@ -312,6 +391,20 @@ class _Run:
         self.results: dict[str, dict] = {}
         self.lock = threading.Lock()
         self.last_checkpoint, self.checkpoint_seconds = 0.0, 0.0
+
+    def _verified(self, done: dict[str, dict]) -> dict[str, dict]:
+        """The stored videos whose chunks are all there and decode; the others are said
+        on stderr and extracted again."""
+        sound = {}
+        for key, record in done.items():
+            problem = self.writer.verify(key, record)
+            if problem is None:
+                sound[key] = record
+            else:
+                log.warning("verify: %s: %s; extracting it again", record.get("id", key),
+                            problem)
+        log.info("verify: %d of %d stored videos are sound", len(sound), len(done))
+        return sound
 
     def table(self) -> list[dict]:
         rows = {**self.keep, **self.results}
@@ -383,20 +476,24 @@ class _Run:
                 initializer=_init_worker,
                 initargs=(self.writer.path, self.writer.codec, self.writer.chunk_frames))
             return pool, [pool.submit(_extract_in_worker, e, self.cfg.decode, self.params_id,
-                                      threads) for e in self.todo], True
+                                      threads, self.cfg.reject_partial)
+                          for e in self.todo], True
         pool = concurrent.futures.ThreadPoolExecutor(workers)
         lock = contextlib.nullcontext() if self.writer.concurrent_videos else self.lock
         return pool, [pool.submit(extract_one, e, self.writer, self.cfg.decode, self.params_id,
-                                  threads, stop, lock) for e in self.todo], False
+                                  threads, stop, lock, self.cfg.reject_partial)
+                      for e in self.todo], False
 
 
 def _run(index, sources, output, writer, cfg, config, params_id, workers, previous, prune,
-         retry_errors, on_plan, on_video) -> ExtractResult:
-    run = _Run(index, sources, writer, cfg, config, params_id, previous, prune, retry_errors)
-    if run.up_to_date():
+         retry_errors, verify, on_plan, on_video) -> ExtractResult:
+    run = _Run(index, sources, writer, cfg, config, params_id, previous, prune, retry_errors,
+               verify)
+    if run.up_to_date():    # --verify or --prune found nothing to change
+        writer.discard()
         return ExtractResult(output, run.previous_manifest, built=False)
     run.decode_pending(max(1, workers), on_plan, on_video)
     manifest = run.checkpoint(complete=True)
     writer.finish()
     failed = [r for r in manifest["outputs"]["videos"] if r["status"] != "ok"]
-    return ExtractResult(output, manifest, True, len(run.results), failed)
+    return ExtractResult(output, manifest, True, len(run.results), failed, set(run.results))

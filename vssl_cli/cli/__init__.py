@@ -63,6 +63,9 @@ def _command_name(argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # A shell starts background jobs of a script with SIGINT ignored, and Python then
+    # leaves it ignored: `kill -INT` (or Ctrl-C sent to the group) would do nothing.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     name = _command_name(argv)
     try:
         code = cli.main(argv, prog_name="vssl", standalone_mode=False)

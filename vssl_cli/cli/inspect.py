@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import click
+from rich.markup import escape
 
 from vssl_cli.artifacts import load_manifest, resolve_input
 
@@ -31,14 +32,14 @@ def _compare(paths, keys, as_json):
         metrics = load_manifest(path)["metrics"]
         rows.append({"artifact": path, **{k: metrics.get(k) for k in keys}})
     if as_json:
-        click.echo(json.dumps(rows, indent=1))
+        click.echo(json.dumps(rows, indent=1, default=str))
         return
     from rich.console import Console
-    from rich.table import Table
-    table = Table("artifact", *keys, box=None)
+    table = _table("artifact", *(escape(k) for k in keys), box=None)
     for row in rows:
-        table.add_row(row["artifact"], *(f"{v:.3f}" if isinstance(v, float) else str(v)
-                                         for v in list(row.values())[1:]))
+        table.add_row(escape(row["artifact"]), *(
+            f"{v:.3f}" if isinstance(v, float) else escape(str(v))
+            for v in list(row.values())[1:]))
     Console(soft_wrap=True).print(table)
 
 
@@ -47,25 +48,29 @@ def _show(path, manifest, as_json, videos):
         click.echo(json.dumps(manifest, indent=1, default=str))
         return
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(soft_wrap=True)
-    head = Table(show_header=False, box=None, pad_edge=False)
+    head = _table("", "", show_header=False, box=None, pad_edge=False)
+    # Every value is shown as text (escaped: a manifest is anyone's JSON, and rich would
+    # read "[...]" in it as markup).
     for key in ("kind", "id", "created", "vssl_version"):
-        head.add_row(f"[bold]{key}[/]", str(manifest[key]))
-    head.add_row("[bold]path[/]", path)
-    head.add_row("[bold]command[/]", " ".join(manifest["command"]))
+        head.add_row(f"[bold]{key}[/]", escape(str(manifest[key])))
+    head.add_row("[bold]path[/]", escape(path))
+    head.add_row("[bold]command[/]", escape(" ".join(map(str, manifest["command"]))))
     env = manifest["environment"]
-    head.add_row("[bold]environment[/]", ", ".join(f"{k} {v}" for k, v in env.items() if v))
+    head.add_row("[bold]environment[/]",
+                 escape(", ".join(f"{k} {v}" for k, v in env.items() if v)))
     for item in manifest["inputs"]:
-        head.add_row("[bold]input[/]", f"{item.get('kind', '?')} {item.get('path')} "
-                     f"{item.get('id') or ''}".strip())
+        item = item if isinstance(item, dict) else {"path": item}
+        head.add_row("[bold]input[/]", escape(f"{item.get('kind', '?')} {item.get('path')} "
+                                              f"{item.get('id') or ''}".strip()))
     console.print(head)
-    console.print("[bold]config[/]", json.dumps(manifest["config"], indent=1))
+    console.print("[bold]config[/]", escape(json.dumps(manifest["config"], indent=1,
+                                                        default=str)))
     if manifest["metrics"]:
-        metrics = Table("metric", "value", box=None)
+        metrics = _table("metric", "value", box=None)
         for k, v in manifest["metrics"].items():
-            metrics.add_row(k, str(v))
+            metrics.add_row(escape(str(k)), escape(str(v)))
         console.print(metrics)
     table = manifest["outputs"].get("videos")
     if table is not None:
@@ -75,19 +80,36 @@ def _show(path, manifest, as_json, videos):
 def _video_summary(console, outputs, table, list_all):
     from collections import Counter
 
-    from rich.table import Table
 
     splits = Counter((r.get("split") or "-") for r in table if r["status"] == "ok")
     console.print(f"[bold]videos[/] {len(table)} ({sum(splits.values())} ok), classes "
                   f"{len(outputs.get('classes', []))}, splits "
                   + ", ".join(f"{k} {v}" for k, v in sorted(splits.items())))
-    failed = [r for r in table if r["status"] != "ok"]
+    failed = [r for r in table if r["status"] != "ok" or r.get("partial")]
     shown = table if list_all else failed
     if shown:
-        rows = Table("id", "label", "split", "frames", "size", "status", box=None)
+        rows = _table("id", "label", "split", "frames", "size", "status", box=None)
         for r in shown:
-            rows.add_row(r["id"], str(r.get("label") or "-"), str(r.get("split") or "-"),
-                         str(r.get("frames", "-")),
-                         f"{r['width']}x{r['height']}" if "width" in r else "-",
-                         r["status"] if r["status"] == "ok" else f"[red]{r.get('error')}[/]")
+            rows.add_row(*(escape(str(v)) for v in (
+                r["id"], r.get("label") or "-", r.get("split") or "-", r.get("frames", "-"),
+                f"{r.get('width')}x{r.get('height')}" if "width" in r else "-")),
+                _status(r))
         console.print(rows)
+
+
+def _table(*headers, **kw):
+    """A rich table that folds long values onto more lines instead of cutting them."""
+    from rich.table import Table
+    table = Table(**kw)
+    for h in headers:
+        table.add_column(h, overflow="fold")
+    return table
+
+
+def _status(record: dict) -> str:
+    if record["status"] != "ok":
+        return f"[red]{escape(str(record.get('error')))}[/]"
+    if record.get("partial"):
+        said = "; ".join(record.get("warnings", [])[:2])
+        return f"[yellow]partial: {escape(said)}[/]"
+    return "ok"

@@ -39,6 +39,8 @@ def truth_for(record: dict, table: dict[str, list[float]]) -> list[float] | None
     found = table.get(record["id"], table.get(Path(record["id"]).name))
     if found is None:
         return None
+    if record.get("timing") == "decoded":     # stored frame i is the source's frame i
+        return list(found)
     scale = record.get("fps", 1.0) / (record.get("orig_fps") or record.get("fps", 1.0))
     return [b * scale for b in found]
 

@@ -35,16 +35,17 @@ def open_store(path: str | os.PathLike, manifest: dict | None = None) -> FrameSt
 
 
 def open_writer(path: str | os.PathLike, codec: str = "auto", chunk_frames: int | None = None,
-                fresh: bool = False) -> StoreWriter:
+                fresh: bool = False, identity: str = "") -> StoreWriter:
     """A writer that resumes/extends the store at ``path``; ``fresh`` builds a new one
     beside it and swaps it in only on ``finish`` (``--force`` never loses the old store
-    to an interrupted rebuild)."""
+    to an interrupted rebuild). ``identity`` (the frame parameters' digest) keeps a
+    half-built HDF5 file of other settings from being resumed."""
     backend = backend_for(path)
     codec = DEFAULT_CODECS[backend] if codec == "auto" else codec
     chunk_frames = chunk_frames or DEFAULT_CHUNK_FRAMES[backend]
     if backend == "hdf5":
         from vssl_cli.store.hdf5_store import Hdf5StoreWriter
-        return Hdf5StoreWriter(os.fspath(path), codec, chunk_frames, fresh)
+        return Hdf5StoreWriter(os.fspath(path), codec, chunk_frames, fresh, identity)
     from vssl_cli.store.zarr_store import ZarrStoreWriter
     return ZarrStoreWriter(os.fspath(path), codec, chunk_frames, fresh)
 
@@ -66,3 +67,12 @@ def attach_writer(path: str, codec: str, chunk_frames: int):
         return Hdf5PartWriter(path, codec, chunk_frames)
     from vssl_cli.store.zarr_store import ZarrStoreWriter
     return ZarrStoreWriter(path, codec, chunk_frames, attach=True)
+
+
+def codecs_of(backend: str) -> list[str]:
+    """The ``--codec`` names a backend writes."""
+    if backend == "hdf5":
+        from vssl_cli.store.hdf5_store import CODECS
+    else:
+        from vssl_cli.store.zarr_chunks import CODECS
+    return list(CODECS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import os
+import re
 from typing import Iterable
 
 import numpy as np
@@ -19,6 +20,32 @@ from vssl_cli.errors import VsslError
 # Chosen with bench/store.py (results in bench/results/store.json; README "Frame store").
 DEFAULT_CODECS = {"zarr": "blosc-lz4", "hdf5": "lzf"}
 DEFAULT_CHUNK_FRAMES = {"zarr": 16, "hdf5": 4}
+# A chunk holds fewer frames when its frames are large (4K at --short-side 0 is 25 MB a
+# frame): the writer keeps one chunk in memory, so this bounds extraction's memory.
+CHUNK_BYTES = 16 << 20
+# What a storage key may look like: one path component, nothing hidden, nothing special.
+# Keys come from manifests, which anyone can edit; no read, write or delete may leave the
+# store because of one.
+KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+
+
+def check_key(key, where: str) -> str:
+    """``key`` if it names a video inside the store, else a one-line error."""
+    if not isinstance(key, str) or not KEY.fullmatch(key):
+        raise VsslError(f"invalid video key {key!r} in the manifest (keys are plain names "
+                        "inside the store)", where)
+    return key
+
+
+def chunk_frames_for(chunk_frames: int, height: int, width: int) -> int:
+    """Frames per chunk for one video: the store's setting, fewer for huge frames."""
+    return max(1, min(chunk_frames, CHUNK_BYTES // (height * width * 3)))
+
+
+def even_timestamps(record: dict) -> np.ndarray:
+    """Presentation times of a video stored before timestamps were kept: its frames were
+    resampled to a constant rate, so they are evenly spaced."""
+    return np.arange(int(record["frames"])) / float(record.get("fps") or 25.0)
 
 
 def slab_plan(indices: np.ndarray) -> tuple[slice | np.ndarray, np.ndarray | None]:
@@ -43,6 +70,8 @@ class FrameStore(abc.ABC):
         self.path, self.manifest = path, manifest
         table = manifest.get("outputs", {}).get("videos", [])
         self.videos = [r for r in table if r.get("status") == "ok"]
+        for r in self.videos:
+            check_key(r.get("key"), path)
         self._by_id = {r["id"]: r for r in self.videos}
         self.classes = manifest.get("outputs", {}).get("classes", [])
 
@@ -72,8 +101,25 @@ class FrameStore(abc.ABC):
         frames = self._read(self.record(video_id)["key"], selection)
         return frames if take is None else frames[take]
 
+    def timestamps(self, video_id: str) -> np.ndarray:
+        """Each frame's presentation time in seconds (float64, one per frame): as decoded
+        for a store of native timing (uneven for variable-frame-rate sources), evenly
+        spaced for one resampled with ``--fps``."""
+        record = self.record(video_id)
+        times = self._timestamps(record["key"])
+        if times is None:
+            return even_timestamps(record)
+        if len(times) != int(record["frames"]):
+            raise VsslError(f"video {video_id!r} has {len(times)} timestamps for "
+                            f"{record['frames']} frames", self.path)
+        return times
+
     @abc.abstractmethod
     def _read(self, key: str, selection) -> np.ndarray: ...
+
+    def _timestamps(self, key: str) -> np.ndarray | None:
+        """The stored timestamps, None for a store made before they were kept."""
+        return None
 
     def close(self) -> None:
         pass
@@ -98,7 +144,8 @@ class VideoSink(abc.ABC):
     def append(self, frames: np.ndarray) -> None: ...
 
     @abc.abstractmethod
-    def commit(self, record: dict) -> None: ...
+    def commit(self, record: dict, timestamps: np.ndarray | None = None) -> None:
+        """Make the video visible, with its frames' presentation times (seconds)."""
 
     @abc.abstractmethod
     def abort(self) -> None: ...
@@ -130,6 +177,10 @@ class StoreWriter(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None: ...
 
+    @abc.abstractmethod
+    def verify(self, key: str, record: dict) -> str | None:
+        """None when the video's frames are all there and decode, else what is wrong."""
+
     def adopt(self, key: str) -> None:
         """Take in a video that a worker process's writer committed."""
 
@@ -138,6 +189,9 @@ class StoreWriter(abc.ABC):
 
     def finish(self) -> None:
         """Make everything written visible at ``path`` (HDF5 swaps its working copy in)."""
+
+    def discard(self) -> None:
+        """Nothing changed: drop any working copy, leave the store as it was."""
 
     def close(self) -> None:
         pass

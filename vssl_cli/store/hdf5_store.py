@@ -19,14 +19,26 @@ import subprocess
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from vssl_cli.artifacts import parse_manifest
 from vssl_cli.errors import VsslError
-from vssl_cli.store.base import FrameStore, StoreWriter, VideoSink
+from vssl_cli.store.base import FrameStore, StoreWriter, VideoSink, check_key, chunk_frames_for
 
 CODECS = {"lzf": {"compression": "lzf"}, "gzip": {"compression": "gzip", "compression_opts": 4},
           "none": {}}
 MANIFEST_ATTR = "manifest"
+TIMESTAMPS = "timestamps"   # timestamps/<key>: each frame's presentation time (float64)
+ORIGIN_ATTR = "vssl_partial_of"   # on OUT.h5.partial: what it was started from
+
+
+def _file_state(path: str) -> str:
+    """Size and modification time of the finished file ("" when there is none)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def read_manifest(path: str) -> dict:
@@ -49,23 +61,52 @@ class Hdf5FrameStore(FrameStore):
 
     def _file(self):
         if self._handle is None:
-            self._handle = h5py.File(self.path, "r")
+            try:
+                self._handle = h5py.File(self.path, "r")
+            except OSError as e:
+                raise VsslError(f"not a readable HDF5 file: {str(e).splitlines()[0]}",
+                                self.path) from None
         return self._handle
 
-    def _read(self, key, selection):
-        return self._file()["videos"][key][selection]
+    def _dataset(self, key):
+        videos = self._file()["videos"]
+        if key not in videos:
+            raise VsslError(f"the frames of video {self._video_of(key)!r} are missing "
+                            f"(videos/{key}); repair with vssl extract --verify", self.path)
+        return videos[key]
 
-    def close(self):
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+    def _video_of(self, key: str) -> str:
+        return next((r["id"] for r in self.videos if r["key"] == key), key)
+
+    def _read(self, key, selection):
+        dataset = self._dataset(key)
+        try:
+            return dataset[selection]
+        except (OSError, ValueError) as e:   # a chunk that does not decode
+            raise VsslError(f"video {self._video_of(key)!r}: a chunk does not decode "
+                            f"({str(e).splitlines()[0]}); repair with vssl extract "
+                            "--verify", f"{self.path}:videos/{key}") from None
+
+    def _timestamps(self, key):
+        group = self._file().get(TIMESTAMPS)
+        return group[key][:] if group is not None and key in group else None
+
 
 
 def _frames_dataset(group: h5py.Group, name: str, height: int, width: int,
                     chunk_frames: int, codec: str) -> h5py.Dataset:
+    chunk = chunk_frames_for(chunk_frames, height, width)
+    # Fletcher-32 checksums every chunk: LZF has none, so a damaged chunk would otherwise
+    # decode into garbage frames without a word.
     return group.create_dataset(
         name, shape=(0, height, width, 3), maxshape=(None, height, width, 3), dtype="uint8",
-        chunks=(chunk_frames, height, width, 3), **CODECS[codec])
+        chunks=(chunk, height, width, 3), fletcher32=True, **CODECS[codec])
+
+
+def _put_timestamps(group: h5py.Group, name: str, timestamps) -> None:
+    if name in group:
+        del group[name]
+    group.create_dataset(name, data=np.asarray(timestamps, dtype="<f8"))
 
 
 def _append(dataset: h5py.Dataset, frames) -> None:
@@ -88,8 +129,10 @@ class _Hdf5Sink(VideoSink):
     def append(self, frames):
         _append(self.dataset, frames)
 
-    def commit(self, record):
+    def commit(self, record, timestamps=None):
         self.dataset.attrs["record"] = json.dumps(record)
+        if timestamps is not None:
+            _put_timestamps(self.writer.file.require_group(TIMESTAMPS), self.key, timestamps)
         self.writer.publish(self.key)
 
     def abort(self):
@@ -111,8 +154,10 @@ class _PartSink(VideoSink):
     def append(self, frames):
         _append(self.dataset, frames)
 
-    def commit(self, record):
+    def commit(self, record, timestamps=None):
         self.dataset.attrs["record"] = json.dumps(record)
+        if timestamps is not None:
+            _put_timestamps(self.file, "timestamps", timestamps)
         self.file.close()
         os.replace(self.temp, self.final)
 
@@ -129,37 +174,49 @@ class Hdf5PartWriter:
         self.folder, self.codec, self.chunk_frames = parts_folder(path), codec, chunk_frames
 
     def begin(self, key, height, width):
-        return _PartSink(self.folder, key, height, width, self.chunk_frames, self.codec)
+        return _PartSink(self.folder, check_key(key, str(self.folder)), height, width,
+                         self.chunk_frames, self.codec)
 
 
 class Hdf5StoreWriter(StoreWriter):
     worker_processes = True
 
-    def __init__(self, path, codec, chunk_frames, fresh=False):
+    def __init__(self, path, codec, chunk_frames, fresh=False, identity=""):
+        """``identity``: the frame parameters' digest. A partial file is resumed only when
+        it was made with the same ones, from the finished file as it is now."""
         if codec not in CODECS:
             raise VsslError(f"codec {codec!r} is not available for HDF5; choose from "
                             f"{', '.join(CODECS)}", path)
         super().__init__(path, codec, chunk_frames)
         self.work = f"{self.path}.partial"
+        self.origin = f"{identity}|{'' if fresh else _file_state(self.path)}"
         if fresh and os.path.exists(self.work):
             os.unlink(self.work)
-        self.file = h5py.File(self.work, "a") if fresh else self._open_work()
+        self.file = self._open_work(fresh)
         self.file.require_group("videos")
         if "incoming" in self.file:
             del self.file["incoming"]
         self.parts = parts_folder(self.path)
         shutil.rmtree(self.parts, ignore_errors=True)   # a killed run's: redone
 
-    def _open_work(self) -> h5py.File:
-        """Resume a partial file when it is sound, else start from the finished file."""
+    def _open_work(self, fresh: bool) -> h5py.File:
+        """Resume a partial file when it is sound and of the same origin, else start from
+        the finished file (or from nothing)."""
         if os.path.exists(self.work):
             try:
-                return h5py.File(self.work, "a")
+                work = h5py.File(self.work, "a")
             except OSError:
                 os.unlink(self.work)  # killed mid-write: its videos are simply redone
-        if os.path.exists(self.path):
+            else:
+                if work.attrs.get(ORIGIN_ATTR) == self.origin:
+                    return work
+                work.close()          # other settings, or the store changed since
+                os.unlink(self.work)
+        if os.path.exists(self.path) and not fresh:
             shutil.copyfile(self.path, self.work)
-        return h5py.File(self.work, "a")
+        work = h5py.File(self.work, "a")
+        work.attrs[ORIGIN_ATTR] = self.origin
+        return work
 
     def completed(self):
         found = {}
@@ -171,7 +228,13 @@ class Hdf5StoreWriter(StoreWriter):
         return found
 
     def begin(self, key, height, width):
-        return _Hdf5Sink(self, key, height, width)
+        return _Hdf5Sink(self, check_key(key, self.path), height, width)
+
+    def verify(self, key, record):
+        videos = self.file["videos"]
+        if check_key(key, self.path) not in videos:
+            return f"videos/{key} is missing"
+        return verify_dataset(videos[key], int(record["frames"]))
 
     def incoming(self, key: str) -> h5py.Group:
         """The group a video is built in before ``publish``, with no leftover ``key``."""
@@ -184,6 +247,9 @@ class Hdf5StoreWriter(StoreWriter):
         part = self.parts / f"{key}.h5"
         with h5py.File(part, "r") as source:   # chunks copied as stored
             source.copy(source["frames"], self.incoming(key), name=key)
+            if "timestamps" in source:
+                _put_timestamps(self.file.require_group(TIMESTAMPS), key,
+                                source["timestamps"][:])
         self.publish(key)
         part.unlink()
 
@@ -195,17 +261,25 @@ class Hdf5StoreWriter(StoreWriter):
         self.file.flush()
 
     def delete(self, key):
-        if key in self.file["videos"]:
-            del self.file["videos"][key]
+        check_key(key, self.path)
+        for name in ("videos", TIMESTAMPS):
+            group = self.file.get(name)
+            if group is not None and key in group:
+                del group[key]
 
     def write_manifest(self, manifest):
         self.file.attrs[MANIFEST_ATTR] = json.dumps(manifest, default=str)
         self.file.flush()
 
     def finish(self):
+        del self.file.attrs[ORIGIN_ATTR]
         self.file.close()
         _repack_if_wasteful(self.work)
         os.replace(self.work, self.path)
+
+    def discard(self):
+        self.file.close()
+        os.unlink(self.work)
 
     def close(self):
         if self.file.id.valid:
@@ -227,3 +301,17 @@ def _repack_if_wasteful(path: str) -> None:
             os.replace(tmp, path)
         elif os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def verify_dataset(dataset: h5py.Dataset, frames: int) -> str | None:
+    """None when ``dataset`` holds ``frames`` frames whose chunks all decode, else what is
+    wrong."""
+    if dataset.shape[0] != frames:
+        return f"holds {dataset.shape[0]} frames, the manifest says {frames}"
+    step = dataset.chunks[0] if dataset.chunks else 1
+    for start in range(0, frames, step):
+        try:
+            dataset[start:start + step]
+        except (OSError, ValueError) as e:
+            return f"the chunk at frame {start} does not decode ({str(e).splitlines()[0]})"
+    return None

@@ -24,6 +24,7 @@ import numcodecs
 import numpy as np
 
 from vssl_cli.artifacts import write_json_atomic
+from vssl_cli.store.base import chunk_frames_for
 
 # zarr v3 codec name -> numcodecs class of its chunk bytes (zarr itself wraps these).
 _DECODERS = {"blosc": numcodecs.Blosc, "zstd": numcodecs.Zstd, "gzip": numcodecs.GZip}
@@ -84,6 +85,7 @@ class ChunkWriter:
     def __init__(self, folder: Path, height: int, width: int, chunk_frames: int, codec: str):
         self.folder, self.codec = folder, CODECS[codec]
         self.encoder = _encoder(self.codec)
+        chunk_frames = chunk_frames_for(chunk_frames, height, width)
         self.pending = np.empty((chunk_frames, height, width, 3), np.uint8)
         self.held = 0      # frames waiting in ``pending`` for their chunk to fill
         self.frames = self.chunks = 0
@@ -131,6 +133,37 @@ class ChunkWriter:
             "storage_transformers": []})
 
 
+def write_vector(folder: Path, values: np.ndarray) -> None:
+    """A small float64 vector (a video's timestamps) as a one-chunk zarr v3 array."""
+    values = np.ascontiguousarray(values, dtype="<f8")
+    folder.mkdir(parents=True)
+    (folder / "c.0").write_bytes(values.tobytes())
+    write_json(folder / "zarr.json", {
+        "shape": [len(values)], "data_type": "float64",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [max(1, len(values))]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "."}},
+        "fill_value": 0.0, "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "attributes": {}, "zarr_format": 3, "node_type": "array", "storage_transformers": []})
+
+
+def read_vector(folder: Path) -> np.ndarray | None:
+    """What ``write_vector`` wrote, or None when there is none."""
+    try:
+        meta = json.loads((folder / "zarr.json").read_text())
+        data = (folder / "c.0").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return np.frombuffer(data, "<f8")[:int(meta["shape"][0])].copy()
+
+
+class ChunkError(Exception):
+    """A chunk file that is missing or does not decode: the store is damaged."""
+
+    def __init__(self, index: int, what: str):
+        super().__init__(what)
+        self.index, self.what = index, what
+
+
 _SCRATCH = threading.local()
 
 
@@ -143,6 +176,16 @@ def _scratch(name: str, nbytes: int) -> np.ndarray:
         buffer = np.empty(nbytes, np.uint8)
         setattr(_SCRATCH, name, buffer)
     return buffer[:nbytes]
+
+
+def _blosc_whole(data: np.ndarray, nbytes: int) -> bool:
+    """Whether ``data`` is a whole Blosc frame of ``nbytes``: its header's sizes (bytes
+    4-8 uncompressed, 12-16 compressed) must match, or Blosc reads past a cut file."""
+    if len(data) < 16:
+        return False
+    header = data[:16].tobytes()
+    return (int.from_bytes(header[4:8], "little") == nbytes
+            and int.from_bytes(header[12:16], "little") == len(data))
 
 
 class ChunkLayout:
@@ -175,34 +218,47 @@ class ChunkLayout:
         separator = encoding.get("configuration", {}).get("separator", "/")
         return cls(folder, shape, int(chunks[0]), separator, decoder)
 
-    def chunk(self, index: int) -> np.ndarray | None:
-        """Frames of chunk ``index`` (a full chunk; the last one is padded), or None when
-        its file is missing (never written: zarr would fill it). The frames live in this
-        thread's scratch memory: valid until its next chunk read."""
+    @property
+    def chunks(self) -> int:
+        return -(-self.shape[0] // self.chunk_frames)
+
+    def chunk(self, index: int) -> np.ndarray:
+        """Frames of chunk ``index`` (a full chunk; the last one is padded). The frames live
+        in this thread's scratch memory: valid until its next chunk read. Raises
+        ChunkError when the file is missing (zarr would read zeros: extraction writes
+        every chunk) or does not decode to a whole chunk."""
         name = self.separator.join(["c", str(index), "0", "0", "0"])
         try:
             file = open(self.folder / name, "rb", buffering=0)
         except FileNotFoundError:
-            return None
+            raise ChunkError(index, f"chunk {index} is missing ({name})") from None
         with file:
             data = _scratch("file", os.fstat(file.fileno()).st_size)
             got = 0
             while got < len(data) and (n := file.readinto(data[got:])):
                 got += n
         data = data[:got]
+        if isinstance(self.decoder, numcodecs.Blosc) and not _blosc_whole(data,
+                                                                          self.chunk_bytes):
+            raise ChunkError(index, f"chunk {index} is cut short or not a Blosc chunk "
+                                    f"({name}: {got} bytes)")
         if self.decoder is not None:
-            data = self.decoder.decode(data, out=_scratch("chunk", self.chunk_bytes))
+            try:
+                data = self.decoder.decode(data, out=_scratch("chunk", self.chunk_bytes))
+            except Exception as e:    # numcodecs says RuntimeError, ValueError or worse
+                raise ChunkError(index, f"chunk {index} does not decode ({name}: "
+                                        f"{str(e) or type(e).__name__})") from None
+        if len(data) != self.chunk_bytes:
+            raise ChunkError(index, f"chunk {index} holds {len(data)} bytes, not "
+                                    f"{self.chunk_bytes} ({name})")
         return np.frombuffer(data, np.uint8).reshape(self.chunk_frames, *self.shape[1:])
 
-    def read(self, indices: np.ndarray) -> np.ndarray | None:
-        """Frames at sorted ``indices`` (all in range), or None if a chunk is missing."""
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """Frames at sorted ``indices`` (all in range)."""
         out = np.empty((len(indices), *self.shape[1:]), np.uint8)
         which = indices // self.chunk_frames
         starts = np.flatnonzero(np.diff(which, prepend=-1))    # each chunk's first row
         for a, b in zip(starts, [*starts[1:], len(indices)]):
             c = int(which[a])
-            frames = self.chunk(c)
-            if frames is None:
-                return None
-            out[a:b] = frames[indices[a:b] - c * self.chunk_frames]
+            out[a:b] = self.chunk(c)[indices[a:b] - c * self.chunk_frames]
         return out

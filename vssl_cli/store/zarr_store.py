@@ -16,11 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from vssl_cli.artifacts import (MANIFEST_NAME, parse_manifest, replace_path, umask,
-                                write_json_atomic)
+from vssl_cli.artifacts import MANIFEST_NAME, parse_manifest, replace_path, umask, write_json_atomic
 from vssl_cli.errors import VsslError
-from vssl_cli.store.base import FrameStore, StoreWriter, VideoSink
-from vssl_cli.store.zarr_chunks import CODECS, ChunkLayout, ChunkWriter, ensure_group
+from vssl_cli.store.base import FrameStore, StoreWriter, VideoSink, check_key
+from vssl_cli.store.zarr_chunks import (
+    CODECS,
+    ChunkError,
+    ChunkLayout,
+    ChunkWriter,
+    ensure_group,
+    read_vector,
+    write_vector,
+)
+
+TIMESTAMPS = "timestamps"   # timestamps/<key>: each frame's presentation time (float64)
 
 
 def read_manifest(path: str) -> dict:
@@ -45,30 +54,48 @@ class ZarrFrameStore(FrameStore):
 
     def _group(self):
         if self._handle is None:
-            import zarr   # ~0.2 s to import; local stores of extract's layout never need it
+            import zarr  # ~0.2 s to import; local stores of extract's layout never need it
             self._handle = zarr.open_group(self.path, mode="r")
         return self._handle
 
+    @property
+    def local(self) -> bool:
+        return "://" not in self.path
+
     def _layout(self, key: str) -> ChunkLayout | None:
         if key not in self._layouts:
-            local = "://" not in self.path
-            self._layouts[key] = ChunkLayout.of(Path(self.path) / "videos" / key) if local \
-                else None
+            folder = Path(self.path) / "videos" / key
+            if self.local and not (folder / "zarr.json").exists():
+                raise VsslError(f"the frames of video {self._video_of(key)!r} are missing "
+                                f"(videos/{key}); repair with vssl extract --verify",
+                                self.path)
+            self._layouts[key] = ChunkLayout.of(folder) if self.local else None
         return self._layouts[key]
+
+    def _video_of(self, key: str) -> str:
+        return next((r["id"] for r in self.videos if r["key"] == key), key)
 
     def _read(self, key, selection):
         layout = self._layout(key)
         if layout is not None:
             indices = np.arange(selection.start, selection.stop) \
                 if isinstance(selection, slice) else selection
-            frames = layout.read(indices)
-            if frames is not None:
-                return frames
+            try:
+                return layout.read(indices)
+            except ChunkError as e:
+                raise VsslError(f"video {self._video_of(key)!r}: {e.what}; repair with "
+                                "vssl extract --verify", f"{self.path}/videos/{key}") from None
         array = self._group()["videos"][key]
         if isinstance(selection, slice):
             return array[selection]
         return array.get_orthogonal_selection((selection,))
 
+    def _timestamps(self, key):
+        if not self.local:
+            group = self._group()
+            return np.asarray(group[TIMESTAMPS][key][:]) if TIMESTAMPS in group and \
+                key in group[TIMESTAMPS] else None
+        return read_vector(Path(self.path) / TIMESTAMPS / key)
 
 class _ZarrSink(VideoSink):
     def __init__(self, writer: "ZarrStoreWriter", key: str, height: int, width: int):
@@ -80,9 +107,16 @@ class _ZarrSink(VideoSink):
     def append(self, frames):
         self.array.append(frames)
 
-    def commit(self, record):
+    def commit(self, record, timestamps=None):
+        """Timestamps land first: a video in ``videos/`` always has them."""
         self.array.close({"record": record})
-        replace_path(self.staging, Path(self.writer.path) / "videos" / self.key)
+        root = Path(self.writer.path)
+        if timestamps is not None:
+            staged = root / "incoming" / f"{self.key}.t"
+            shutil.rmtree(staged, ignore_errors=True)
+            write_vector(staged, timestamps)
+            replace_path(staged, root / TIMESTAMPS / self.key)
+        replace_path(self.staging, root / "videos" / self.key)
 
     def abort(self):
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -121,30 +155,63 @@ class ZarrStoreWriter(StoreWriter):
         _check_group(root)
         ensure_group(root)
         ensure_group(root / "videos")
+        ensure_group(root / TIMESTAMPS)
         shutil.rmtree(root / "incoming", ignore_errors=True)
         # Made once here: sinks of parallel workers creating it themselves would race.
         ensure_group(root / "incoming")
 
     def completed(self):
-        found = {}
-        videos = Path(self.path) / "videos"
-        for entry in sorted(os.listdir(videos)):
-            meta = videos / entry / "zarr.json"
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                record = json.loads(meta.read_text())["attributes"]["record"]
-                found[entry] = record
-        return found
+        return completed_videos(self.path)
+
+    def verify(self, key, record):
+        return verify_video(Path(self.path) / "videos" / check_key(key, self.path),
+                            int(record["frames"]))
 
     def begin(self, key, height, width):
-        return _ZarrSink(self, key, height, width)
+        return _ZarrSink(self, check_key(key, self.path), height, width)
 
     def delete(self, key):
-        shutil.rmtree(Path(self.path) / "videos" / key, ignore_errors=True)
+        check_key(key, self.path)
+        for folder in ("videos", TIMESTAMPS):
+            shutil.rmtree(Path(self.path) / folder / key, ignore_errors=True)
 
     def write_manifest(self, manifest):
         write_json_atomic(Path(self.path) / MANIFEST_NAME, manifest)
+
+    def discard(self):
+        if self.path != self.final:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def finish(self):
         if self.path != self.final:
             replace_path(Path(self.path), Path(self.final))
             self.path = self.final
+
+
+def completed_videos(path: str) -> dict[str, dict]:
+    """key -> record of every video committed to the store at ``path`` (read only)."""
+    found = {}
+    videos = Path(path) / "videos"
+    if not videos.is_dir():
+        return found
+    for entry in sorted(os.listdir(videos)):
+        meta = videos / entry / "zarr.json"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            found[entry] = json.loads(meta.read_text())["attributes"]["record"]
+    return found
+
+
+def verify_video(folder: Path, frames: int) -> str | None:
+    """None when the array in ``folder`` holds ``frames`` frames in chunks that are all
+    there and all decode, else what is wrong."""
+    layout = ChunkLayout.of(folder)
+    if layout is None:
+        return f"{folder.name} is missing or not an array this store writes"
+    if layout.shape[0] != frames:
+        return f"holds {layout.shape[0]} frames, the manifest says {frames}"
+    try:
+        for c in range(layout.chunks):
+            layout.chunk(c)
+    except ChunkError as e:
+        return e.what
+    return None

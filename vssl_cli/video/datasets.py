@@ -10,14 +10,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
 from vssl_cli.artifacts import digest
 from vssl_cli.errors import UsageProblem
+
+log = logging.getLogger("vssl.extract")
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv",
                     ".wmv", ".3gp", ".ts", ".mts", ".ogv"}
@@ -64,11 +68,28 @@ def is_video_name(path: str | os.PathLike) -> bool:
 
 
 def _videos_under(root: Path) -> list[Path]:
-    found = []
+    """Every video file under ``root``, symbolic links followed, each real folder and each
+    real file visited once (a link back up the tree would otherwise loop)."""
+    found, seen_dirs, seen_files = [], set(), set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and is_video_name(f)]
+        for f in sorted(filenames):
+            if f.startswith(".") or not is_video_name(f):
+                continue
+            path = Path(dirpath) / f
+            try:
+                fst = path.stat()
+            except OSError:        # a dangling link: decoding will say it is missing
+                found.append(path)
+                continue
+            if (fst.st_dev, fst.st_ino) not in seen_files:
+                seen_files.add((fst.st_dev, fst.st_ino))
+                found.append(path)
     return found
 
 
@@ -98,16 +119,20 @@ def parse_ucf101(root: Path, opts: IndexOptions) -> list[VideoEntry]:
         raise UsageProblem("UCF101 layout needs classInd.txt (use --annotations DIR)", root)
     ann = class_files[0].parent
     classes = {}
-    for line in class_files[0].read_text().splitlines():
-        if line.strip():
-            idx, name = line.split()
-            classes[int(idx)] = name
+    for n, line in enumerate(_read_text(class_files[0]).splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or not fields[0].isdigit():
+            raise UsageProblem(f"line {n}: expected 'index class', got {line!r}",
+                               class_files[0])
+        classes[int(fields[0])] = fields[1]
     entries, video_root = [], None
     for split in ("train", "test"):
         list_file = ann / f"{split}list{opts.split:02d}.txt"
         if not list_file.exists():
             raise UsageProblem(f"split {opts.split} has no {list_file.name}", ann)
-        for line in list_file.read_text().splitlines():
+        for line in _read_text(list_file).splitlines():
             if not line.strip():
                 continue
             rel = line.split()[0]
@@ -131,7 +156,7 @@ def parse_hmdb51(root: Path, opts: IndexOptions) -> list[VideoEntry]:
     entries = []
     for f in split_files:
         label = f.name[: f.name.rindex("_test_split")]
-        for line in f.read_text().splitlines():
+        for line in _read_text(f).splitlines():
             parts = line.split()
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                 if parts:
@@ -151,14 +176,23 @@ def parse_kinetics(csv_path: Path, opts: IndexOptions) -> list[VideoEntry]:
     root = Path(opts.video_root) if opts.video_root else csv_path.parent
     by_stem = {p.stem: p for p in _videos_under(root)}
     entries = []
-    with open(csv_path, newline="") as f:
+    with open(csv_path, newline="", errors="replace") as f:
         reader = csv.DictReader(f)
         need = {"youtube_id", "time_start", "time_end"}
         if not need <= set(reader.fieldnames or []):
             raise UsageProblem("Kinetics CSV needs columns label,youtube_id,time_start,"
                                "time_end,split", csv_path)
         for row in reader:
-            yt, t0, t1 = row["youtube_id"], float(row["time_start"]), float(row["time_end"])
+            yt = row["youtube_id"]
+            try:
+                t0, t1 = float(row["time_start"]), float(row["time_end"])
+            except (TypeError, ValueError):
+                raise UsageProblem(f"line {reader.line_num}: time_start/time_end "
+                                   f"{row['time_start']!r}/{row['time_end']!r} are not "
+                                   "seconds", csv_path) from None
+            if not (0 <= t0 < t1 < 1e7):
+                raise UsageProblem(f"line {reader.line_num}: segment {t0}-{t1} s is not "
+                                   "a time range", csv_path)
             stem = f"{yt}_{int(t0):06d}_{int(t1):06d}"
             if stem in by_stem:
                 path, start, end = by_stem[stem], None, None
@@ -170,61 +204,152 @@ def parse_kinetics(csv_path: Path, opts: IndexOptions) -> list[VideoEntry]:
     return entries
 
 
+def _read_text(path: Path) -> str:
+    """A list or annotation file; bytes that are not UTF-8 become U+FFFD, not a crash."""
+    return path.read_text(errors="replace")
+
+
+def entry_id(path: Path, base: Path) -> str:
+    """A readable id: the path below ``base`` without its extension; a path outside
+    ``base`` is named by its absolute path (``/data/x.mp4`` -> ``data/x``), so ``../x.mp4``
+    and ``x.mp4`` stay two videos. Hidden names keep their dot."""
+    path = Path(os.path.normpath(path))
+    rel = os.path.relpath(path, base)
+    if rel == ".." or rel.startswith(".." + os.sep):
+        rel = str(path).lstrip(os.sep)
+    return _strip_ext(rel)
+
+
+def _list_fields(text: str, base: Path) -> list[str]:
+    """``path [label [split]]``: a line naming an existing file is that file whatever its
+    spaces; else tab-separated fields (``path<TAB>`` is a path with spaces and no
+    label); else whitespace-separated ones."""
+    whole = text.strip()
+    candidate = Path(whole).expanduser()
+    if (candidate if candidate.is_absolute() else base / candidate).is_file():
+        return [whole]
+    if "\t" in text:
+        fields = [f.strip() for f in text.strip("\r\n ").split("\t")]
+        while len(fields) > 1 and not fields[-1]:
+            fields.pop()
+        return fields
+    return whole.split()
+
+
 def parse_list(lines: Iterable[str], base: Path, source: str) -> list[VideoEntry]:
-    """``path [label [split]]`` per line; tab-separated when paths contain spaces."""
+    """``path [label [split]]`` per line (see ``_list_fields``)."""
     entries = []
     for n, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+        text = raw.rstrip("\r\n")
+        if not text.strip() or text.lstrip().startswith("#"):
             continue
-        parts = line.split("\t") if "\t" in line else line.split()
-        if len(parts) > 3:
-            raise UsageProblem(f"line {n}: expected 'path [label [split]]', got {line!r}", source)
-        if "\x00" in line:
-            raise UsageProblem(f"line {n}: NUL byte in {line!r}", source)
+        if "\x00" in text:
+            raise UsageProblem(f"line {n}: NUL byte in {text!r} (use -0 for a NUL-separated "
+                               "list)", source)
         try:
-            path = Path(parts[0]).expanduser()
-        except RuntimeError:          # ~name of a user this machine does not know
-            raise UsageProblem(f"line {n}: cannot expand {parts[0]!r}", source) from None
-        path = path if path.is_absolute() else base / path
+            parts = _list_fields(text, base)
+        except (OSError, RuntimeError, ValueError):   # unknown ~user, an absurd name
+            raise UsageProblem(f"line {n}: cannot read {text.strip()!r} as a path",
+                               source) from None
+        if len(parts) > 3:
+            raise UsageProblem(f"line {n}: expected 'path [label [split]]', got "
+                               f"{text.strip()!r} (a path with spaces that does not exist "
+                               "yet needs a tab after it)", source)
         split = None
         if len(parts) == 3:
             split = SPLIT_DIRS.get(parts[2].lower())
             if split is None:
                 raise UsageProblem(f"line {n}: unknown split {parts[2]!r}", source)
-        rel = os.path.relpath(path, base) if not parts[0].startswith("/") else str(path)
-        entries.append(VideoEntry(_strip_ext(rel.lstrip("./")), str(path),
-                                  parts[1] if len(parts) > 1 else None, split))
+        entries.append(_list_entry(parts[0], parts[1] if len(parts) > 1 else None, split,
+                                   base, source, n))
     return entries
+
+
+def _list_entry(name: str, label: str | None, split: str | None, base: Path, source: str,
+                n: int) -> VideoEntry:
+    try:
+        path = Path(name).expanduser()
+    except RuntimeError:          # ~name of a user this machine does not know
+        raise UsageProblem(f"line {n}: cannot expand {name!r}", source) from None
+    path = Path(os.path.abspath(path if path.is_absolute() else base / path))
+    return VideoEntry(entry_id(path, base), str(path), label or None, split)
+
+
+def parse_null_list(data: str, base: Path, source: str) -> list[VideoEntry]:
+    """NUL-separated paths (``find -print0``): any name, no labels."""
+    return [_list_entry(name, None, None, base, source, n)
+            for n, name in enumerate(data.split("\x00"), 1) if name.strip()]
+
+
+def _folder_fit(root: Path, videos: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Videos that sit in a class folder (``root/<class>/x`` or
+    ``root/<train|val|test>/<class>/x``) and those that do not."""
+    rels = [v.relative_to(root).parts for v in videos]
+    split_top = sum(1 for r in rels if r[0].lower() in SPLIT_DIRS and len(r) == 3)
+    under_splits = split_top > len(rels) / 2
+    fit, misfit = [], []
+    for v, r in zip(videos, rels):
+        ok = (len(r) == 3 and r[0].lower() in SPLIT_DIRS) if under_splits else len(r) == 2
+        (fit if ok else misfit).append(v)
+    return fit, misfit
 
 
 def parse_folders(root: Path, videos: list[Path]) -> list[VideoEntry]:
+    """Class from the folder, split from a train/val/test folder above it; a video
+    outside any class folder (``--layout folders`` forced on a near fit) is unlabelled."""
+    fit, _ = _folder_fit(root, videos)
+    fitting = set(fit)
     entries = []
     for v in videos:
         parts = v.relative_to(root).parts
-        split = SPLIT_DIRS.get(parts[0].lower()) if len(parts) == 3 else None
-        entries.append(VideoEntry(_strip_ext(str(v.relative_to(root))), str(v), parts[-2], split))
+        label = parts[-2] if v in fitting else None
+        split = SPLIT_DIRS.get(parts[0].lower()) if v in fitting and len(parts) == 3 else None
+        entries.append(VideoEntry(_strip_ext(str(v.relative_to(root))), str(v), label, split))
     return entries
 
 
+def _misfit_summary(root: Path, misfit: list[Path]) -> str:
+    where = Counter(str(v.relative_to(root).parent) if v.parent != root else "."
+                    for v in misfit)
+    shown = ", ".join(f"{'the top folder' if w == '.' else w + '/'} ({n})"
+                      for w, n in sorted(where.items())[:5])
+    return shown + (f" and {len(where) - 5} more" if len(where) > 5 else "")
+
+
 def detect_layout(root: Path, videos: list[Path]) -> str:
-    if _find_file(root, "classInd.txt"):
-        return "ucf101"
-    if _find_file(root, "*_test_split[0-9].txt"):
-        return "hmdb51"
-    if videos:
-        depths = {len(v.relative_to(root).parts) for v in videos}
-        tops = {v.relative_to(root).parts[0].lower() for v in videos}
-        if depths == {2}:
-            return "folders"
-        if depths == {3} and tops <= set(SPLIT_DIRS):
-            return "folders"
-    return "plain"
+    return explain_layout(root, videos)[0]
+
+
+def explain_layout(root: Path, videos: list[Path]) -> tuple[str, str]:
+    """(layout, why), the why for a person: which file decided, or which folders keep a
+    folder layout from fitting."""
+    for pattern, layout in (("classInd.txt", "ucf101"), ("*_test_split[0-9].txt", "hmdb51")):
+        found = _find_file(root, pattern)
+        if found:
+            return layout, f"found {found[0].relative_to(root)}"
+    if not videos:
+        return "plain", "no videos"
+    fit, misfit = _folder_fit(root, videos)
+    classes = {v.parent.name for v in fit}
+    if not misfit and len(classes) >= 2:
+        return "folders", f"every video sits in a class folder ({len(classes)} classes)"
+    if not misfit:
+        return "plain", "all videos are in one folder, so there are no classes to tell apart"
+    if len(fit) >= 0.5 * len(videos) and len(classes) >= 2:
+        return "plain", (f"unlabelled: {len(fit)} of {len(videos)} videos sit in class "
+                         f"folders, but {_misfit_summary(root, misfit)} do not; move those, "
+                         "or use --layout folders to label the others and leave them "
+                         "unlabelled")
+    return "plain", "videos are not arranged in class folders"
 
 
 def index_directory(root: Path, opts: IndexOptions) -> tuple[list[VideoEntry], str]:
     videos = _videos_under(root) if opts.layout in ("auto", "folders", "plain") else []
-    layout = detect_layout(root, videos) if opts.layout == "auto" else opts.layout
+    if opts.layout == "auto":
+        layout, why = explain_layout(root, videos)
+        log.info("%s: layout %s (%s)", root, layout, why)
+    else:
+        layout = opts.layout
     if layout == "ucf101":
         return parse_ucf101(root, opts), layout
     if layout == "hmdb51":
@@ -266,8 +391,10 @@ def assign_splits(entries: list[VideoEntry], test_fraction: float) -> list[Video
     return [dataclasses.replace(e, split="test" if e.id in test else "train") for e in entries]
 
 
-def build_index(sources: list[str], opts: IndexOptions, stdin=None) -> DatasetIndex:
-    """All sources as one list; ids must be unique across them."""
+def build_index(sources: list[str], opts: IndexOptions, stdin=None,
+                null_separated: bool = False) -> DatasetIndex:
+    """All sources as one list. Distinct files that would get the same id are told apart
+    (see ``_unique_ids``); the same file named twice is one video."""
     if opts.layout not in LAYOUTS:
         raise UsageProblem(f"unknown layout {opts.layout!r}; choose from {', '.join(LAYOUTS)}")
     entries, layouts = [], []
@@ -275,9 +402,11 @@ def build_index(sources: list[str], opts: IndexOptions, stdin=None) -> DatasetIn
         if src == "-":
             text = (stdin or sys.stdin).read()
             base = Path(opts.video_root) if opts.video_root else Path.cwd()
-            found, layout = parse_list(io.StringIO(text), base, "<stdin>"), "list"
+            found = (parse_null_list(text, base, "<stdin>") if null_separated
+                     else parse_list(io.StringIO(text), base, "<stdin>"))
+            layout = "list"
         else:
-            path = Path(src).expanduser().absolute()
+            path = Path(os.path.abspath(Path(src).expanduser()))
             if path.is_dir():
                 found, layout = index_directory(path, opts)
             elif path.exists():
@@ -286,12 +415,41 @@ def build_index(sources: list[str], opts: IndexOptions, stdin=None) -> DatasetIn
                 raise UsageProblem("no such file or directory", src)
         entries += found
         layouts.append(layout)
-    seen: dict[str, VideoEntry] = {}
-    for e in entries:
-        if e.id in seen and seen[e.id].path != e.path:
-            raise UsageProblem(f"two sources give the same video id {e.id!r}: {seen[e.id].path}",
-                               e.path)
-        seen[e.id] = e
-    unique = assign_splits(list(seen.values()), opts.test_fraction)
+    unique = assign_splits(_unique_ids(entries), opts.test_fraction)
     labels = {e.label for e in unique if e.label}
     return DatasetIndex(unique, layouts, sorted(labels))
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _unique_ids(entries: list[VideoEntry]) -> list[VideoEntry]:
+    """One entry per id. Distinct files that share an id (``test.avi`` beside
+    ``test.mp4``, two folders with the same names) keep their extension in it, then, if
+    still shared, a short digest of their path; the renaming is said on stderr and is
+    the same on every run."""
+    groups: dict[str, list[tuple[int, VideoEntry]]] = {}
+    for i, e in enumerate(entries):
+        same = groups.setdefault(e.id, [])
+        if not any(_same_file(o.path, e.path) and (o.start, o.end) == (e.start, e.end)
+                   for _, o in same):
+            same.append((i, e))
+    named: dict[str, list[tuple[int, VideoEntry]]] = {}
+    for vid, group in groups.items():
+        for i, e in group:
+            name = vid if len(group) == 1 else vid + Path(e.path).suffix.lower()
+            named.setdefault(name, []).append((i, e))
+    out = []
+    for vid, group in named.items():
+        for i, e in group:
+            new = vid if len(group) == 1 else f"{vid}~{digest(e.path, 6)}"
+            if new != e.id:
+                log.warning("video id %r is shared by %d files; %s is stored as %r",
+                            e.id, len(groups[e.id]), e.path, new)
+                e = dataclasses.replace(e, id=new)
+            out.append((i, e))
+    return [e for _, e in sorted(out, key=lambda t: t[0])]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vssl_cli.artifacts import atomic_directory, digest
+from vssl_cli.artifacts import atomic_directory, check_output, digest
 from vssl_cli.errors import VsslError
 from vssl_cli.video.tools import ffmpeg_exe
 
@@ -226,6 +226,7 @@ def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig, workers: int = 1,
     """Write the dataset atomically; returns (path, built). Same config twice is a no-op."""
     cfg.validate()
     out = Path(out_dir)
+    check_output(out, "synth dataset", also_ours=lambda p: (p / "synth.json").is_file())
     config = cfg.recorded()
     config_id = digest({"synth": config})
     index = out / "synth.json"
