@@ -44,7 +44,9 @@ def test_config_precedence_defaults_recipe_options_set(tmp_path):
     (["train.lr=1"], "unknown config section"),
     (["optimizer=lamb"], "optimizer must be one of"),
     (["lr"], "--set expects key=value"),
-    (["workers=-2"], "workers must be >= 0, or -1 for auto"),
+    (["workers=-2"], r"workers = -2 is outside \[-1, 1024\]"),
+    (["lr=nan"], "lr = nan is outside"),
+    (["params.clip_len=0"], "params.clip_len = 0 is outside"),
 ])
 def test_config_errors_are_clear(bad, message):
     with pytest.raises(UsageProblem, match=message):
@@ -192,10 +194,16 @@ def test_nonfinite_loss_stops_and_keeps_the_existing_run(tiny_frames, tmp_path):
     run = tmp_path / "run"
     run_vssl("pretrain", tiny_frames, "-o", run, *TINY, "--max-steps", "1", check=0)
     before = _encoder(run)
+    # A diverged state (a config cannot ask for one: tau=0 is refused when resolved):
+    # continue the run from a checkpoint whose weights hold a NaN.
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    first = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][first].view(-1)[0] = float("nan")
+    torch.save(state, run / "checkpoint.pt")
     proc = run_vssl("pretrain", tiny_frames, "-o", run, *TINY, "--max-steps", "2",
-                    "--set", "tau=0.0", check=1)
+                    "--resume", check=1)
     last = proc.stderr.strip().splitlines()[-1]
-    assert proc.stderr.count("error:") == 1 and "loss became nan at step 1" in last
+    assert proc.stderr.count("error:") == 1 and "loss became nan at step 2" in last
     assert "checkpoint" in last
     after = _encoder(run)
     assert all(torch.equal(before[k], after[k]) for k in before)

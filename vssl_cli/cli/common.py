@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 
 import click
@@ -54,3 +55,13 @@ class SizeType(click.ParamType):
         except ValueError:
             pass
         self.fail(f"expected WIDTHxHEIGHT such as 160x120, got {value!r}", param, ctx)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite (FloatRange lets nan through)."""
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return value

@@ -30,8 +30,8 @@ FORMATS = {"torchscript": "encoder.ts", "onnx": "encoder.onnx",
               help="Uniformly spaced clips averaged per video (embeddings).")
 @click.option("--videos", type=click.IntRange(1), default=8, show_default=True,
               help="Videos to draw correspondence maps for, spread over --split (icm).")
-@click.option("--opset", type=click.IntRange(9), default=17, show_default=True,
-              help="ONNX opset.")
+@click.option("--opset", type=click.IntRange(9, 20), default=17, show_default=True,
+              help="ONNX opset (PyTorch's TorchScript-based exporter writes 9-20).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
               help="Videos per encoder batch (embeddings).")
 @click.option("-j", "--workers", type=click.IntRange(0), default=2, show_default=True,

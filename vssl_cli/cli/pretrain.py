@@ -9,7 +9,7 @@ import click
 from vssl_cli.artifacts import exclusive_lock, resolve_input
 from vssl_cli.cli.common import emit, json_option, log, progress_bar
 from vssl_cli.cli.training import explicit_options, train_options
-from vssl_cli.engine.config import TrainConfig, recipe_method, resolve
+from vssl_cli.engine.config import TrainConfig, chosen_method, resolve
 from vssl_cli.engine.device import dist_from_env
 from vssl_cli.methods import METHODS, method_class
 from vssl_cli.models import backbone_names
@@ -38,7 +38,7 @@ def pretrain_command(ctx, frames, output, method, backbone, recipe, sets, resume
     """
     frames = resolve_input(frames)
     options = explicit_options(ctx, ["method", "backbone"])
-    name = options.get("method") or recipe_method(recipe) or method
+    name = chosen_method(recipe, options.get("method"), sets, method)
     cls = method_class(name)
     config = resolve(cls.Params, recipe, options, sets)
     config["method"] = name

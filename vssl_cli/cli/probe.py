@@ -4,13 +4,13 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from vssl_cli.cli.common import emit, log
+from vssl_cli.cli.common import FiniteFloat, emit, log
 from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test_features
 
 
 @click.command("probe")
 @eval_options("probe")
-@click.option("--l2", type=click.FloatRange(0), default=None,
+@click.option("--l2", type=FiniteFloat(0), default=None,
               help="L2 penalty of the linear classifier [default: chosen by 3-fold "
                    "cross-validation on the train split].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")

@@ -18,9 +18,9 @@ from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, SHAPES, SynthCon
                    f"TCE's frame average, can tell apart.")
 @click.option("--videos-per-class", type=click.IntRange(3), default=12, show_default=True,
               help="Videos per class (split into 3 groups, UCF101-style).")
-@click.option("--frames", type=click.IntRange(4), default=48, show_default=True,
+@click.option("--frames", type=click.IntRange(4, 10000), default=48, show_default=True,
               help="Frames per video.")
-@click.option("--size", type=click.IntRange(16), default=128, show_default=True,
+@click.option("--size", type=click.IntRange(16, 1024), default=128, show_default=True,
               help="Frame width and height in pixels (even).")
 @click.option("--fps", type=click.IntRange(1), default=25, show_default=True,
               help="Frame rate of the written videos.")

@@ -10,6 +10,7 @@ is accepted too when it is unambiguous.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from typing import Any
 
@@ -48,6 +49,7 @@ class TrainConfig:
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
 def _fields(cls) -> dict[str, Any]:
@@ -61,11 +63,15 @@ def default_config(params_cls) -> dict:
 def load_recipe(path: str) -> dict:
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            return tomllib.loads(f.read().decode("utf-8"))
     except FileNotFoundError:
         raise UsageProblem("recipe not found", path) from None
+    except UnicodeDecodeError as e:
+        raise UsageProblem(f"recipe is not UTF-8 text (byte {e.start})", path) from None
     except tomllib.TOMLDecodeError as e:
         raise UsageProblem(f"invalid recipe TOML: {e}", path) from None
+    except OSError as e:
+        raise UsageProblem(f"cannot read recipe: {e.strerror}", path) from None
 
 
 def parse_set(items: tuple[str, ...] | list[str]) -> list[tuple[str, Any]]:
@@ -130,6 +136,61 @@ def flatten_recipe(recipe: dict) -> list[tuple[str, Any]]:
     return items
 
 
+# Where every number of a config may lie: (key, low, high), "section.key" or a bare key
+# that applies in any section, "*" a wildcard. Values out of range fail as a usage error
+# when the config is resolved, not as a crash after the data is loaded. Every number must
+# be finite, and numbers no rule names must lie within +-GENERIC.
+RANGES = [
+    ("epochs", 0, 1e6), ("max_steps", 0, 1e9), ("batch_size", 2, 1e6), ("lr", 1e-12, 100),
+    ("momentum", 0, 1), ("weight_decay", 0, 100), ("warmup_epochs", 0, 1e6),
+    ("clip_grad", 0, 1e12), ("seed", 0, 2**63 - 1), ("workers", -1, 1024),
+    ("checkpoint_every", 1, 1e12), ("log_every", 1, 1e12), ("step_gamma", 1e-12, 1),
+    ("step_milestones", 0, 1),
+    ("params.clip_len", 1, 4096), ("params.long_len", 1, 4096), ("params.global_len", 1, 4096),
+    ("params.stride", 1, 1024), ("params.n_local", 1, 256), ("params.tau", 1e-6, 100),
+    ("params.proj_dim", 1, 65536), ("params.proj_hidden", 0, 65536),
+    ("params.negatives", 1, 1e8), ("params.window", 1, 4096), ("params.num_classes", 0, 1e6),
+    ("params.step_frames", 1, 4096), ("params.temporal_strides", 1, 16),
+    ("params.w_*", 0, 1e6), ("params.*_scale", 1e-6, 1), ("params.dropout", 0, 0.999),
+    ("params.label_smoothing", 0, 1), ("params.bank_momentum", 0, 1),
+    ("aug.size", 8, 4096), ("aug.*_p", 0, 1), ("aug.scale", 1e-6, 1), ("aug.ratio", 1e-3, 1e3),
+    ("aug.brightness", 0, 10), ("aug.contrast", 0, 10), ("aug.saturation", 0, 10),
+    ("aug.hue", 0, 0.5), ("aug.blur_sigma", 0, 100), ("aug.mean", -10, 10),
+    ("aug.std", 1e-6, 100),
+]
+GENERIC = 1e9
+ORDERED_PAIRS = ("scale", "ratio", "blur_sigma", "global_scale", "local_scale")
+
+
+def _range_of(section: str, key: str) -> tuple[float, float] | None:
+    import fnmatch
+    full = f"{section}.{key}" if section else key
+    for pattern, lo, hi in RANGES:
+        if fnmatch.fnmatchcase(full, pattern) or (not section and pattern == key):
+            return lo, hi
+    return None
+
+
+def check_values(config: dict) -> None:
+    """Every number of ``config`` finite and within ``RANGES``; (low, high) pairs in order."""
+    import math
+    for section, values in (("", config), ("params", config["params"]), ("aug", config["aug"])):
+        for key, value in values.items():
+            if isinstance(value, dict):
+                continue
+            name = f"{section}.{key}" if section else key
+            items = list(value) if isinstance(value, (list, tuple)) else [value]
+            bounds = _range_of(section, key) or (-GENERIC, GENERIC)
+            for item in items:
+                if isinstance(item, bool) or not isinstance(item, (int, float)):
+                    continue
+                if not math.isfinite(item) or not bounds[0] <= item <= bounds[1]:
+                    raise UsageProblem(f"{name} = {item!r} is outside "
+                                       f"[{bounds[0]:g}, {bounds[1]:g}]")
+            if key in ORDERED_PAIRS and len(items) == 2 and items[0] > items[1]:
+                raise UsageProblem(f"{name} = {list(items)}: the low end comes first")
+
+
 def validate(config: dict) -> None:
     if config["optimizer"] not in OPTIMIZERS:
         raise UsageProblem(f"optimizer must be one of {', '.join(OPTIMIZERS)}")
@@ -137,15 +198,12 @@ def validate(config: dict) -> None:
         raise UsageProblem(f"schedule must be one of {', '.join(SCHEDULES)}")
     if config["amp"] not in AMP_MODES:
         raise UsageProblem(f"amp must be one of {', '.join(AMP_MODES)}")
-    for key in ("epochs", "max_steps", "checkpoint_every", "log_every"):
-        if config[key] < 0:
-            raise UsageProblem(f"{key} must be >= 0")
-    if config["workers"] < -1:
-        raise UsageProblem("workers must be >= 0, or -1 for auto")
-    if config["batch_size"] < 2:
-        raise UsageProblem("batch_size must be at least 2 (contrastive losses and BatchNorm)")
-    if config["lr"] <= 0:
-        raise UsageProblem("lr must be positive")
+    if not isinstance(config["device"], str) or not DEVICE.fullmatch(config["device"]):
+        raise UsageProblem(f"device {config['device']!r}: use auto, cpu, cuda, cuda:N or mps")
+    for key in ("split", "backbone", "method"):
+        if not isinstance(config[key], str) or not config[key]:
+            raise UsageProblem(f"{key} must be a name, got {config[key]!r}")
+    check_values(config)
 
 
 def resolve(params_cls, recipe: str | None, options: dict, sets) -> dict:
@@ -179,3 +237,12 @@ def _check_backbone(params_cls, backbone: str) -> None:
 
 def recipe_method(recipe: str | None) -> str | None:
     return load_recipe(recipe).get("method") if recipe else None
+
+
+def chosen_method(recipe: str | None, option: str | None, sets, default: str) -> str:
+    """The method a run uses: ``--set method=`` over ``--method`` over the recipe's."""
+    from_sets = [v for k, v in parse_set(sets) if k == "method"]
+    name = from_sets[-1] if from_sets else option or recipe_method(recipe) or default
+    if not isinstance(name, str):
+        raise UsageProblem(f"method must be a name, got {name!r}")
+    return name

@@ -15,13 +15,15 @@ from typing import Callable
 
 import torch
 
-from vssl_cli.artifacts import digest, expect_kind, lineage, load_manifest, new_manifest
+from vssl_cli.artifacts import (check_output, digest, expect_kind, lineage, load_manifest,
+                                new_manifest)
 from vssl_cli.data.dataset import ClipDataset
 from vssl_cli.engine import device as dev
-from vssl_cli.engine.run import CHECKPOINT, ENCODER, METRICS, RunDir, save_torch_atomic
+from vssl_cli.engine.run import CHECKPOINT, ENCODER, METRICS, RunDir
 from vssl_cli.engine.trainer import train
 from vssl_cli.errors import UsageProblem
 from vssl_cli.methods.base import Method
+from vssl_cli.torch_io import save_atomic
 
 log = logging.getLogger("vssl")
 
@@ -82,6 +84,7 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
     resumed) model, e.g. to load pretrained weights before finetuning; ``finalize(method,
     device)`` runs on rank 0 after training and returns extra metrics (e.g. test scores)."""
     d = dev.dist_from_env()
+    check_output(output, "model", [i["path"] for i in inputs])
     manifest = new_manifest("model", config, inputs, id=run_id(config, inputs))
     run = RunDir(output)
     done = run.finished_manifest()
@@ -108,8 +111,8 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
     if d.main:
         if finalize is not None:
             result.metrics.update(finalize(method, result.device))
-        save_torch_atomic({k: v.detach().cpu() for k, v in method.encoder.state_dict().items()},
-                          run.partial / ENCODER)
+        save_atomic({k: v.detach().cpu() for k, v in method.encoder.state_dict().items()},
+                    run.partial / ENCODER, "encoder weights")
         manifest = new_manifest("model", config, inputs, id=manifest["id"],
                                 device=result.device, outputs={
                                     "encoder": {"file": ENCODER, **method.encoder_spec()},

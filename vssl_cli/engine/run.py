@@ -9,30 +9,19 @@ the configuration id matches, or with ``--resume`` when the user changed it on p
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
-import torch
-
-from vssl_cli.artifacts import (MANIFEST_NAME, load_manifest, replace_path, temp_beside,
-                                write_json_atomic)
+from vssl_cli.artifacts import MANIFEST_NAME, load_manifest, replace_path, write_json_atomic
 from vssl_cli.errors import VsslError
+from vssl_cli.torch_io import load_plain, save_atomic
 
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"
 METRICS = "metrics.jsonl"
-
-
-def save_torch_atomic(obj, path: Path) -> None:
-    fd, tmp = temp_beside(path)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+log = logging.getLogger("vssl")
 
 
 class RunDir:
@@ -57,10 +46,13 @@ class RunDir:
         return (self.partial / CHECKPOINT).exists()
 
     def start(self, manifest: dict, keep_partial: bool, seed_checkpoint: Path | None = None):
-        """Open the partial directory: kept for a resume, else started afresh."""
+        """Open the partial directory: kept for a resume, else started afresh. Temporary
+        files of writes a kill interrupted are removed, never carried into the run."""
         if not keep_partial and self.partial.exists():
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True, exist_ok=True)
+        for leftover in self.partial.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
         if seed_checkpoint is not None and not self.has_checkpoint():
             shutil.copy2(seed_checkpoint, self.partial / CHECKPOINT)
         write_json_atomic(self.partial / MANIFEST_NAME, {**manifest, "status": "running"})
@@ -70,29 +62,49 @@ class RunDir:
         return self.partial / CHECKPOINT
 
     def save_checkpoint(self, state: dict) -> None:
-        save_torch_atomic(state, self.checkpoint_path)
+        save_atomic(state, self.checkpoint_path, "checkpoint")
 
     def load_checkpoint(self) -> dict | None:
+        """The checkpoint as plain data (never unpickled code: see torch_io)."""
         if not self.has_checkpoint():
             return None
-        try:
-            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-        except Exception as e:   # a checkpoint is written atomically; this is real damage
-            raise VsslError(f"cannot read checkpoint: {e}", self.checkpoint_path) from None
+        state = load_plain(self.checkpoint_path, "checkpoint")
+        needed = {"step": int, "model": dict, "optimizer": dict, "schedule": dict,
+                  "scaler": dict}
+        if not isinstance(state, dict) or any(not isinstance(state.get(k), t)
+                                              for k, t in needed.items()):
+            raise VsslError("not a checkpoint of this run (it lacks the model, optimiser or "
+                            "step)", self.checkpoint_path)
+        return state
 
     def log(self, record: dict) -> None:
         with open(self.partial / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def trim_log(self, step: int) -> None:
-        """Drop records past ``step`` (written after the checkpoint a resume starts from)."""
+        """Drop records past ``step`` (written after the checkpoint a resume starts from),
+        and a line a kill or a full disk tore (it would make every later rerun fail)."""
         path = self.partial / METRICS
         if not path.exists():
             return
-        kept = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+        kept = []
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                if line.strip():
+                    log.warning("dropped a torn line %d of %s", n, path)
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                kept.append(line)
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def finish(self, manifest: dict) -> None:
         write_json_atomic(self.partial / MANIFEST_NAME, {**manifest, "status": "done"})
         replace_path(self.partial, self.final)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

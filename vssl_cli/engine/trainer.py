@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from vssl_cli.data.batches import EpochBatches
 from vssl_cli.data.dataset import ClipDataset, collate_clips
+from vssl_cli.data.readers import reader_options
 from vssl_cli.engine import device as dev
 from vssl_cli.engine.run import RunDir
 from vssl_cli.errors import VsslError
@@ -95,9 +96,13 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return ((seed * 1_000_003 + step) * 1_009 + rank) % (1 << 63)
+
+
 def _step_generator(device: torch.device, seed: int, step: int, rank: int) -> torch.Generator:
     gen = torch.Generator(device=device)
-    gen.manual_seed((seed * 1_000_003 + step) * 1_009 + rank)
+    gen.manual_seed(_step_seed(seed, step, rank))
     return gen
 
 
@@ -108,13 +113,10 @@ def _to_device(batch: dict, device: torch.device) -> dict:
 
 
 def _loader(dataset: ClipDataset, sampler: EpochBatches, workers: int, cuda: bool):
-    kwargs = {}
-    if workers:
-        # forkserver: zarr keeps an event-loop thread in the parent, which fork would copy.
-        kwargs = {"multiprocessing_context": "forkserver", "persistent_workers": True,
-                  "prefetch_factor": 4}
+    kwargs = {"persistent_workers": True, "prefetch_factor": 4} if workers else {}
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                      collate_fn=collate_clips, pin_memory=cuda, **kwargs)
+                      collate_fn=collate_clips, pin_memory=cuda, **reader_options(workers),
+                      **kwargs)
 
 
 def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None,
@@ -163,10 +165,15 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
         torch.distributed.broadcast_object_list(holder, src=0)
         state = holder[0]
     if state is not None:
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
+        try:
+            method.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise VsslError("the checkpoint does not fit this model and configuration: "
+                            f"{str(e).strip().splitlines()[0][:200]}",
+                            run.checkpoint_path if run else None) from None
         step = int(state["step"])
         wall_before = float(state.get("wall_s", 0.0))
         if run is not None:
@@ -201,6 +208,9 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
                 data_wait += time.perf_counter() - t_fetch
                 batch = _to_device(batch, device)
                 gen = _step_generator(device, config["seed"], step, d.rank)
+                # Draws from the global RNG too (Dropout in finetuning's head): a resumed run
+                # must make the same ones.
+                torch.manual_seed(_step_seed(config["seed"], step, d.rank))
                 method.progress = step / max(1, total)      # for schedules inside losses
                 with autocast:
                     loss, parts = model(batch, gen)

@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from vssl_cli.artifacts import (atomic_directory, expect_kind, lineage, load_manifest,
-                                new_manifest, write_json_atomic)
+from vssl_cli.artifacts import (atomic_directory, check_output, exclusive_lock, expect_kind,
+                                lineage, load_manifest, new_manifest, remove_stale_partials,
+                                write_json_atomic)
 from vssl_cli.errors import VsslError
 from vssl_cli.models.saved import load_encoder
 
@@ -42,17 +43,21 @@ def write_eval(out: str, config: dict, inputs: list[dict], compute: Callable[[Pa
                ) -> tuple[dict, bool]:
     """Run ``compute(tmp_dir) -> metrics`` unless ``out`` holds the same result.
 
-    Returns (manifest, built). Also used for export artifacts (``kind="export"``)."""
+    Returns (manifest, built). Also used for export artifacts (``kind="export"``). ``out``
+    may only replace an artifact of the same kind (``check_output``)."""
+    check_output(out, kind, [i["path"] for i in inputs])
     manifest = new_manifest(kind, config, inputs, device=device)
     if not force and Path(out, "manifest.json").exists():
         old = load_manifest(out)
         if old["id"] == manifest["id"]:
             log.info("%s is up to date", out)
             return old, False
-    with atomic_directory(out) as tmp:
-        manifest["metrics"] = compute(tmp)
-        manifest["outputs"] = {"files": sorted(p.name for p in tmp.iterdir())}
-        write_json_atomic(tmp / "manifest.json", manifest)
+    with exclusive_lock(out):
+        remove_stale_partials(out)        # of evaluations a kill interrupted
+        with atomic_directory(out) as tmp:
+            manifest["metrics"] = compute(tmp)
+            manifest["outputs"] = {"files": sorted(p.name for p in tmp.iterdir())}
+            write_json_atomic(tmp / "manifest.json", manifest)
     return manifest, True
 
 

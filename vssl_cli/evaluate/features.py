@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from vssl_cli.data.augment import AugConfig, AugParams, apply
 from vssl_cli.data.dataset import ClipDataset, collate_clips
+from vssl_cli.data.readers import reader_options
 from vssl_cli.data.samplers import uniform_clips
 
 
@@ -81,9 +82,9 @@ def split_features(encoder: torch.nn.Module, spec: dict, store_path: str, split:
     clip_len, stride = clip_len or spec["clip_len"], stride or spec["stride"]
 
     dataset = ClipDataset(store_path, UniformViews(clip_len, stride, n_clips), split)
-    kwargs = {"multiprocessing_context": "forkserver"} if workers else {}
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                        collate_fn=collate_clips, pin_memory=device.type == "cuda", **kwargs)
+                        collate_fn=collate_clips, pin_memory=device.type == "cuda",
+                        **reader_options(workers))
     encoder.eval().to(device)
     out, labels, ids = [], [], []
     for batch in loader:

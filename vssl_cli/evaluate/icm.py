@@ -14,22 +14,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vssl_cli.artifacts import artifact_file
 from vssl_cli.data.samplers import clip_indices
 from vssl_cli.errors import VsslError
 from vssl_cli.evaluate.features import preprocess
+from vssl_cli.torch_io import load_plain
 
 
 def load_trained_method(run: str, manifest: dict):
     """The whole method (both pathways, heads, banks) from RUN's checkpoint."""
     from vssl_cli.methods import method_class
-    path = Path(run, manifest.get("outputs", {}).get("checkpoint", "checkpoint.pt"))
+    path = Path(run, artifact_file(manifest.get("outputs", {}).get("checkpoint",
+                                                                   "checkpoint.pt"), run))
     if not path.exists():
         raise VsslError("no training checkpoint (needed for the correspondence maps)", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise VsslError(f"cannot read checkpoint: {e}", path) from None
-    method = method_class(state["config"]["method"]).from_config(state["config"])
+    state = load_plain(path, "checkpoint")
+    config = state.get("config") if isinstance(state, dict) else None
+    if not isinstance(config, dict) or not isinstance(state.get("model"), dict):
+        raise VsslError("the checkpoint lacks the model or its config", path)
+    method = method_class(config.get("method")).from_config(config)
     banks = [v for k, v in state["model"].items() if k.startswith("bank_")]
     if banks:
         method.attach_dataset(banks[0].shape[0])

@@ -28,3 +28,123 @@ def confusion_png(confusion: np.ndarray, classes: list[str], path, title: str) -
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def smooth(values: np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's exponential moving average, debiased so the start is not pulled to 0."""
+    out, acc = np.empty(len(values)), 0.0
+    for i, v in enumerate(values):
+        acc = weight * acc + (1 - weight) * v
+        out[i] = acc / (1 - weight ** (i + 1))
+    return out
+
+
+# Panels of the training curves: (title, keys, log scale). Loss terms are whatever else a
+# method logs; every other kind of number gets a panel of its own.
+CURVE_PANELS = [("learning rate", ["lr"], False), ("clips / s", ["clips_per_s"], False),
+                ("data-wait share", ["data_wait"], False),
+                ("GPU memory (MiB)", ["gpu_mem_mib"], False)]
+NOT_LOSSES = {"step", "epoch", "lr", "clips_per_s", "data_wait", "gpu_mem_mib"}
+
+
+def curves_png(records: list[dict], path, title: str) -> None:
+    """Training curves from metrics.jsonl records: every loss term, the learning rate,
+    clips/s and the data-wait share against step, smoothed, with the raw values faint."""
+    plt = _pyplot()
+    steps = np.array([r["step"] for r in records], float)
+    losses = sorted({k for r in records for k, v in r.items()
+                     if k not in NOT_LOSSES and isinstance(v, (int, float))},
+                    key=lambda k: (k != "loss", k))
+    panels = [("loss terms", losses, False)] + [
+        p for p in CURVE_PANELS if any(k in r for r in records for k in p[1])]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels) + 0.6), dpi=100,
+                             sharex=True, squeeze=False)
+    weight = min(0.95, max(0.0, 1 - 10 / max(len(records), 1)))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (name, keys, _) in zip(axes[:, 0], panels):
+        for i, key in enumerate(keys):
+            have = [(s, r[key]) for s, r in zip(steps, records)
+                    if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
+            if not have:
+                continue
+            x, y = (np.array(v, float) for v in zip(*have))
+            colour = colours[i % len(colours)]
+            ax.plot(x, y, color=colour, alpha=0.25, linewidth=0.8)
+            ax.plot(x, smooth(y, weight), color=colour, linewidth=1.6,
+                    label=key if len(keys) > 1 else None)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        if len(keys) > 1:
+            ax.legend(loc="upper right", fontsize=8, ncol=min(4, len(keys)))
+    axes[-1, 0].set_xlabel("step")
+    axes[0, 0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def retrieval_examples_png(queries: list[dict], path, title: str) -> None:
+    """One row per query: its middle frame, then its nearest gallery videos' middle frames,
+    each titled with class and similarity, framed green when the class matches."""
+    plt = _pyplot()
+    cols = 1 + max(len(q["neighbours"]) for q in queries)
+    fig, axes = plt.subplots(len(queries), cols, figsize=(1.9 * cols, 1.9 * len(queries)
+                                                          + 0.5), dpi=100, squeeze=False)
+    for row, q in zip(axes, queries):
+        cells = [(q["frame"], f"query\n{q['label']}", "black")] + [
+            (n["frame"], f"{n['label']}\n{n['score']:.2f}",
+             "green" if n["label"] == q["label"] else "red") for n in q["neighbours"]]
+        for ax, (frame, text, colour) in zip(row, cells):
+            ax.imshow(frame)
+            ax.set_title(text, fontsize=7, color=colour)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_edgecolor(colour)
+                side.set_linewidth(3 if colour != "black" else 1)
+        for ax in row[len(cells):]:
+            ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def embedding_png(points: np.ndarray, labels: np.ndarray, classes: list[str], path,
+                  title: str) -> None:
+    """A 2-D map of test videos coloured by class. Up to 40 classes get a legend; more
+    get their names written at their centroids (a legend of 400 entries is unreadable)."""
+    plt = _pyplot()
+    present = sorted(set(int(v) for v in labels if v >= 0))
+    many = len(present) > 40
+    fig, ax = plt.subplots(figsize=(11 if many else 8.5, 9 if many else 6.5), dpi=100)
+    cmap = plt.get_cmap("tab20" if len(present) <= 20 else "nipy_spectral")
+    for i, c in enumerate(present):
+        mask = labels == c
+        colour = cmap(i % 20 if len(present) <= 20 else i / max(1, len(present) - 1))
+        name = classes[c] if c < len(classes) else str(c)
+        ax.scatter(points[mask, 0], points[mask, 1], s=14 if not many else 6, color=colour,
+                   label=name, alpha=0.85, linewidths=0)
+        if many:
+            cx, cy = points[mask].mean(0)
+            ax.text(cx, cy, name, fontsize=5, ha="center", va="center", alpha=0.8)
+    unknown = labels < 0
+    if unknown.any():
+        ax.scatter(points[unknown, 0], points[unknown, 1], s=6, color="lightgrey",
+                   label="unlabelled")
+    if not many:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7,
+                  ncol=1 if len(present) <= 20 else 2, markerscale=1.5, frameon=False)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,158 @@
+"""Property tests over whole commands: mutated manifests and hostile option values never
+end in "internal error" and never touch a file outside the command's output.
+
+Commands run in-process (one interpreter: no start-up per example) on copies of the tiny
+store and run; training commands are resolved with --dry-run, where every configuration
+error must already be caught."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+EXAMPLES = int(os.environ.get("VSSL_FUZZ_EXAMPLES", "40"))   # more for a longer hunt
+HOSTILE = [None, -1, 0, 1, 1e12, -1e12, 1e-12, math.nan, math.inf, "", "x", "../../escape",
+           "/etc/passwd", [], {}, True, [1e9, 1e9], {"a": 1}]
+HOSTILE_TEXT = ["nan", "inf", "-1", "0", "1e30", "100000000000000000000000", "", "x",
+                "../../escape", "-0.5", "3.5", "1,2"]
+
+
+def vssl(*argv) -> tuple[int, str, str]:
+    """Run ``vssl ARGV`` in this process: (exit code, stdout, stderr)."""
+    from vssl_cli.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in argv])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and skip not in p.parents and p != skip}
+
+
+def leaf_paths(obj, prefix=()):
+    """Paths to every value of a JSON document (lists: their first item only)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield prefix + (k,)
+            yield from leaf_paths(v, prefix + (k,))
+    elif isinstance(obj, list) and obj:
+        yield prefix + (0,)
+        yield from leaf_paths(obj[0], prefix + (0,))
+
+
+def mutate(doc, path, value, delete: bool):
+    target = doc
+    for key in path[:-1]:
+        target = target[key]
+    if delete and isinstance(target, dict):
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+
+
+@pytest.fixture(scope="module")
+def sandbox(tiny_frames, random_run, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz")
+    shutil.copytree(tiny_frames, root / "frames.zarr")
+    shutil.copytree(random_run, root / "run")
+    return root
+
+
+COMMANDS = {
+    "probe": lambda r, o: ["probe", r / "run", "--data", r / "frames.zarr", "-o", o,
+                           "--clips", "1", "-j", "0"],
+    "retrieve": lambda r, o: ["retrieve", r / "run", "--data", r / "frames.zarr", "-o", o,
+                              "--clips", "1", "-j", "0"],
+    "export": lambda r, o: ["export", r / "run", "--format", "safetensors", "-o", o],
+    "finetune": lambda r, o: ["finetune", r / "run", "--data", r / "frames.zarr", "-o", o,
+                              "--dry-run"],
+    "inspect": lambda r, o: ["inspect", "--videos", r / "frames.zarr", r / "run"],
+    "extract": lambda r, o: ["extract", r / "src", "-o", r / "frames.zarr", "--prune",
+                             "--dry-run"],
+}
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_manifests_never_crash_nor_touch_other_files(sandbox, tmp_path, data):
+    artifact = data.draw(st.sampled_from(["frames.zarr", "run"]))
+    manifest_file = sandbox / artifact / "manifest.json"
+    original = manifest_file.read_text()
+    doc = json.loads(original)
+    paths = sorted(set(leaf_paths(doc)), key=str)
+    path = data.draw(st.sampled_from(paths))
+    value = data.draw(st.sampled_from(HOSTILE))
+    mutate(doc, path, value, data.draw(st.booleans()))
+    command = data.draw(st.sampled_from(sorted(COMMANDS)))
+    out = tmp_path / f"out-{command}"
+    shutil.rmtree(out, ignore_errors=True)
+    (sandbox / "src").mkdir(exist_ok=True)
+    manifest_file.write_text(json.dumps(doc))
+    try:
+        before = snapshot(sandbox, out)
+        code, _, err = vssl(*COMMANDS[command](sandbox, out))
+        after = snapshot(sandbox, out)
+    finally:
+        manifest_file.write_text(original)
+    assert "internal error" not in err and "Traceback" not in err, (path, value, err)
+    assert code in (0, 1, 2), (path, value, code, err)
+    if code:
+        assert len([ln for ln in err.splitlines() if "error:" in ln]) == 1, err
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert changed <= {str(manifest_file)}, changed
+
+
+def _value_options(command_name: str) -> list[str]:
+    from vssl_cli.cli import cli
+    command = cli.get_command(None, command_name)
+    return sorted(opt.opts[-1] for opt in command.params
+                  if not getattr(opt, "is_flag", False) and opt.param_type_name == "option"
+                  and opt.opts[-1].startswith("--") and opt.opts[-1] not in ("--output",))
+
+
+TRAINING = {
+    "pretrain": lambda r, o: ["pretrain", r / "frames.zarr", "-o", o, "--dry-run"],
+    "finetune": lambda r, o: ["finetune", r / "run", "--data", r / "frames.zarr", "-o", o,
+                              "--dry-run"],
+    "extract": lambda r, o: ["extract", r / "frames.zarr", "-o", o, "--dry-run"],
+}
+
+
+@settings(max_examples=EXAMPLES * 3 // 2, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_hostile_option_values_are_caught_when_the_config_is_resolved(sandbox, tmp_path,
+                                                                      data):
+    command = data.draw(st.sampled_from(sorted(TRAINING)))
+    option = data.draw(st.sampled_from(_value_options(command)))
+    value = data.draw(st.sampled_from(HOSTILE_TEXT))
+    extra = [option, value]
+    if data.draw(st.booleans()) and command != "extract":
+        key = data.draw(st.sampled_from(["lr", "seed", "params.clip_len", "params.tau",
+                                         "aug.size", "aug.scale", "aug.flip_p", "method",
+                                         "params.stride", "batch_size", "warmup_epochs"]))
+        extra = ["--set", f"{key}={value}"]
+    out = tmp_path / "out"
+    before = snapshot(sandbox, out)
+    code, stdout, err = vssl(*TRAINING[command](sandbox, out), *extra)
+    assert "internal error" not in err and "Traceback" not in err, (extra, err)
+    assert code in (0, 1, 2), (extra, code, err)
+    if code:
+        assert stdout == "" and len([ln for ln in err.splitlines() if "error:" in ln]) == 1
+    assert snapshot(sandbox, out) == before and not out.exists()
