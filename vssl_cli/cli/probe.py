@@ -42,7 +42,8 @@ def probe_command(run, frames, output, clips, clip_len, stride, train_split, tes
         return _boundary(run, frames, output, clip_len, stride, train_split, test_split,
                          device, force, as_json, boundaries, hop, rel_dis)
     from vssl_cli.evaluate.artifact import inputs_for, write_eval
-    from vssl_cli.evaluate.plots import confusion_png
+    from vssl_cli.evaluate.maps import map_2d
+    from vssl_cli.evaluate.plots import confusion_png, embedding_png
     from vssl_cli.evaluate.probe import linear_probe
     model, frames_m, out, dev, amp = setup(run, frames, output, "probe", device)
     classes = frames_m["outputs"].get("classes", [])
@@ -56,6 +57,9 @@ def probe_command(run, frames, output, clips, clip_len, stride, train_split, tes
                    header=",".join(classes))
         confusion_png(confusion, classes, tmp / "confusion.png",
                       f"linear probe top-1 {metrics['top1']:.3f}")
+        embedding_png(map_2d(test.mean(), seed), test.labels, classes, tmp / "embedding.png",
+                      f"{len(test.ids)} {config['test_split']} videos (t-SNE of the "
+                      f"{config['clips']}-clip mean features), top-1 {metrics['top1']:.3f}")
         return metrics
 
     manifest, built = write_eval(out, config, inputs_for(model, frames, frames_m), compute,

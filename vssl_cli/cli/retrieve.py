@@ -10,6 +10,8 @@ from vssl_cli.cli.common import emit, log
 from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test_features
 
 FEATURES = "features.npz"
+EXAMPLES = "examples.png"
+EXAMPLE_QUERIES, EXAMPLE_NEIGHBOURS = 8, 5
 
 
 @click.command("retrieve")
@@ -43,6 +45,8 @@ def retrieve_command(run, frames, output, clips, clip_len, stride, train_split, 
             _, idx = nearest(query.mean(n), gallery.mean(n), max(KS), device=dev)
             metrics[name] = recall_at(query.labels, gallery.labels, idx)
         metrics.update(metrics[f"{clips}clip"])
+        _examples(tmp / EXAMPLES, frames, frames_m, query, gallery, dev, metrics["R@1"],
+                  clips)
         np.savez(tmp / FEATURES, gallery_ids=np.array(gallery.ids),
                  gallery_labels=gallery.labels, gallery=gallery.mean(),
                  query_ids=np.array(query.ids), query_labels=query.labels,
@@ -73,3 +77,29 @@ def _label(classes: list[str], index: int) -> str | None:
     if index < 0 or index >= len(classes):
         return None
     return classes[index]
+
+
+def _examples(path, frames: str, frames_m: dict, query, gallery, device, r1: float,
+              clips: int) -> None:
+    """examples.png: a seeded sample of test queries, each with its nearest gallery videos
+    (middle frames, class and similarity; green when the class matches)."""
+    from vssl_cli.evaluate.plots import retrieval_examples_png
+    from vssl_cli.evaluate.retrieval import nearest
+    from vssl_cli.store import open_store
+    classes = frames_m["outputs"].get("classes", [])
+    rng = np.random.default_rng(0)
+    picked = np.sort(rng.choice(len(query.ids), min(EXAMPLE_QUERIES, len(query.ids)),
+                                replace=False))
+    scores, idx = nearest(query.mean()[picked], gallery.mean(),
+                          min(EXAMPLE_NEIGHBOURS, len(gallery.ids)), device=device)
+    with open_store(frames, frames_m) as store:
+        def middle(video_id):
+            return store.read(video_id, [store.num_frames(video_id) // 2])[0]
+        rows = [{"frame": middle(query.ids[q]),
+                 "label": _label(classes, int(query.labels[q])) or "-",
+                 "neighbours": [{"frame": middle(gallery.ids[g]), "score": float(s),
+                                 "label": _label(classes, int(gallery.labels[g])) or "-"}
+                                for s, g in zip(scores[i], idx[i])]}
+                for i, q in enumerate(picked)]
+    retrieval_examples_png(rows, path, f"nearest train videos of {len(rows)} test videos "
+                                       f"({clips}-clip mean features, cosine); R@1 {r1:.3f}")

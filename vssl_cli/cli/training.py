@@ -50,6 +50,9 @@ def train_options(f):
                          **kwargs)(f)
     f = click.option("--compile", "compile_", is_flag=True,
                      help="torch.compile the encoder (CUDA hosts).")(f)
+    f = click.option("--tensorboard", "tensorboard", is_flag=True,
+                     help="Also log the metrics to RUN/tensorboard/ (needs the tensorboard "
+                          "package: pip install 'vssl[tensorboard]').")(f)
     f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any config key (TOML value), e.g. --set lr=0.01 "
                           "--set aug.size=64 --set params.tau=0.2. Repeatable.")(f)
@@ -75,4 +78,6 @@ def explicit_options(ctx: click.Context, names: list[str]) -> dict:
             out[name] = ctx.params[name]
     if ctx.params.get("compile_"):
         out["compile"] = True
+    if ctx.params.get("tensorboard"):
+        out["tensorboard"] = True
     return out

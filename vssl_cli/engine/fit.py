@@ -19,7 +19,8 @@ from vssl_cli.artifacts import (check_output, digest, expect_kind, lineage, load
                                 new_manifest)
 from vssl_cli.data.dataset import ClipDataset
 from vssl_cli.engine import device as dev
-from vssl_cli.engine.run import CHECKPOINT, ENCODER, METRICS, RunDir
+from vssl_cli.engine.run import CHECKPOINT, CURVES, ENCODER, METRICS, RunDir
+from vssl_cli.engine.tensorboard import FOLDER as TENSORBOARD
 from vssl_cli.engine.trainer import train
 from vssl_cli.errors import UsageProblem
 from vssl_cli.methods.base import Method
@@ -28,7 +29,7 @@ from vssl_cli.torch_io import save_atomic
 log = logging.getLogger("vssl")
 
 # Keys that change how fast a run goes or how often it reports, not what it learns.
-NOT_IN_ID = ("workers", "device", "log_every", "checkpoint_every", "compile")
+NOT_IN_ID = ("workers", "device", "log_every", "checkpoint_every", "compile", "tensorboard")
 
 
 @dataclasses.dataclass
@@ -106,7 +107,10 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
     method.attach_dataset(len(dataset))
     log.info("%s: %d training videos, %s on %s", config["method"], len(dataset),
              config["backbone"], device)
-    result = train(method, dataset, config, run if d.main else None, progress)
+    try:
+        result = train(method, dataset, config, run if d.main else None, progress)
+    finally:
+        run.close()
 
     if d.main:
         if finalize is not None:
@@ -117,7 +121,7 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
                                 device=result.device, outputs={
                                     "encoder": {"file": ENCODER, **method.encoder_spec()},
                                     "checkpoint": CHECKPOINT, "metrics_log": METRICS,
-                                    **(extra_outputs or {})},
+                                    **_pictures(run), **(extra_outputs or {})},
                                 metrics=result.metrics)
         run.finish(manifest)
     dev.barrier()
@@ -126,3 +130,13 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
         return Outcome(output, manifest, True)
     return Outcome(output, load_manifest(output), True)
 
+
+
+def _pictures(run: RunDir) -> dict:
+    """What a person can look at in the run, for the manifest."""
+    out = {}
+    if (run.partial / CURVES).exists():
+        out["curves"] = CURVES
+    if (run.partial / TENSORBOARD).is_dir():
+        out["tensorboard"] = TENSORBOARD
+    return out

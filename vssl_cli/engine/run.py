@@ -21,6 +21,7 @@ from vssl_cli.torch_io import load_plain, save_atomic
 CHECKPOINT = "checkpoint.pt"
 ENCODER = "encoder.pt"
 METRICS = "metrics.jsonl"
+CURVES = "curves.png"
 log = logging.getLogger("vssl")
 
 
@@ -28,6 +29,7 @@ class RunDir:
     def __init__(self, final: str | os.PathLike):
         self.final = Path(final)
         self.partial = self.final.parent / f".{self.final.name}.partial"
+        self.tensorboard = None
 
     def finished_manifest(self) -> dict | None:
         """The finished run's manifest, or None (missing or not a finished run)."""
@@ -80,6 +82,43 @@ class RunDir:
     def log(self, record: dict) -> None:
         with open(self.partial / METRICS, "a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.log(record)
+
+    def records(self) -> list[dict]:
+        """The metrics records so far (a torn line is left out)."""
+        path = self.partial / METRICS
+        out = []
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("step"), int):
+                    out.append(record)
+        return out
+
+    def refresh_curves(self, title: str) -> None:
+        """curves.png from the records so far. A picture that cannot be drawn is said on
+        stderr; it never stops the training."""
+        records = self.records()
+        if not records:
+            return
+        try:
+            from vssl_cli.evaluate.plots import curves_png
+            curves_png(records, self.partial / CURVES, title)
+        except Exception as e:   # noqa: BLE001 - matplotlib can fail in many ways
+            log.warning("could not draw %s: %s", CURVES, str(e).splitlines()[0][:200])
+
+    def open_tensorboard(self, start_step: int) -> None:
+        from vssl_cli.engine.tensorboard import TensorBoardLog
+        self.tensorboard = TensorBoardLog(self.partial, start_step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
     def trim_log(self, step: int) -> None:
         """Drop records past ``step`` (written after the checkpoint a resume starts from),

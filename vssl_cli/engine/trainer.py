@@ -187,10 +187,14 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
                                  "schedule": schedule.state_dict(),
                                  "scaler": scaler.state_dict(), "config": config,
                                  "wall_s": wall_before + time.perf_counter() - t_start})
+            run.refresh_curves(f"{config['method']} ({config['backbone']}), step {step} "
+                               f"of {total}")
 
     if progress is not None:
         progress.reset(total=total)
         progress.update(step)
+    if run is not None and config.get("tensorboard"):
+        run.open_tensorboard(step)
     loader = _loader(dataset, sampler, dev.loader_workers(config["workers"], device), cuda)
     autocast = (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype
                 else contextlib.nullcontext())

@@ -112,7 +112,7 @@ def retrieval_examples_png(queries: list[dict], path, title: str) -> None:
         for ax in row[len(cells):]:
             ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))   # room for the title
     fig.savefig(path)
     plt.close(fig)
 
@@ -124,11 +124,13 @@ def embedding_png(points: np.ndarray, labels: np.ndarray, classes: list[str], pa
     plt = _pyplot()
     present = sorted(set(int(v) for v in labels if v >= 0))
     many = len(present) > 40
-    fig, ax = plt.subplots(figsize=(11 if many else 8.5, 9 if many else 6.5), dpi=100)
-    cmap = plt.get_cmap("tab20" if len(present) <= 20 else "nipy_spectral")
+    fig, ax = plt.subplots(figsize=(11 if many else 8.5, 9 if many else 6.5),
+                           dpi=150 if many else 100)    # many: names readable when zoomed
+    qualitative = "tab10" if len(present) <= 10 else "tab20" if len(present) <= 20 else None
+    cmap = plt.get_cmap(qualitative or "nipy_spectral")
     for i, c in enumerate(present):
         mask = labels == c
-        colour = cmap(i % 20 if len(present) <= 20 else i / max(1, len(present) - 1))
+        colour = cmap(i) if qualitative else cmap(i / max(1, len(present) - 1))
         name = classes[c] if c < len(classes) else str(c)
         ax.scatter(points[mask, 0], points[mask, 1], s=14 if not many else 6, color=colour,
                    label=name, alpha=0.85, linewidths=0)
