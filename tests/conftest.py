@@ -69,6 +69,23 @@ def run_vssl(*args, input=None, env=None, check=None, timeout=120):
     return proc
 
 
+def vssl_in_process(*argv) -> tuple[int, str, str]:
+    """Run ``vssl ARGV`` in this interpreter (no start-up, torch already imported):
+    (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from vssl_cli.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in argv])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
 def manifest_of(path) -> dict:
     from vssl_cli.artifacts import load_manifest
     return load_manifest(path)

@@ -217,6 +217,39 @@ def test_loader_batches_pad_and_do_not_depend_on_workers(mixed_store):
     out, params = augment(a["clips"][0], cfg, torch.Generator().manual_seed(0), a["valid_hw"])
     assert (params.boxes[:, 2:] <= 1 + 1e-6).all()
     # Cropping the padded batch equals cropping the unpadded clips with the same parameters.
-    sub = AugParams(**{k: v[square] for k, v in params.__dict__.items()})
+    sub = AugParams(**{k: None if v is None else v[square] for k, v in params.__dict__.items()})
     unpadded = apply(a["clips"][0][square][..., :32], sub, cfg)
     assert torch.allclose(out[square], unpadded, atol=1e-5)
+
+
+def test_a_crop_of_the_whole_area_is_the_whole_frame():
+    """scale [1, 1] with an aspect-ratio draw used to crop 75-100% of the width; boxes that
+    do not fit fall back to the whole frame, as torchvision's RandomResizedCrop does."""
+    from vssl_cli.data.augment import sample_boxes
+    boxes = sample_boxes(500, 170 / 128, (1.0, 1.0), (3 / 4, 4 / 3),
+                         torch.Generator().manual_seed(0))
+    assert torch.allclose(boxes, torch.tensor([[0.0, 0.0, 1.0, 1.0]]).expand(500, 4))
+    small = sample_boxes(500, 170 / 128, (0.3, 0.5), (3 / 4, 4 / 3),
+                         torch.Generator().manual_seed(0))
+    area = (small[:, 2] - small[:, 0]) * (small[:, 3] - small[:, 1])
+    assert area.min() >= 0.3 - 1e-5 and area.max() <= 0.5 + 1e-5
+
+
+def test_cvrl_colour_order_and_solarisation():
+    import dataclasses as dc
+
+    from vssl_cli.data.augment import AugConfig, apply, sample_params
+    x = torch.rand(64, 3, 2, 8, 8)
+    cfg = AugConfig(size=8, scale=(1.0, 1.0), flip_p=0, jitter_p=1, brightness=0.8,
+                    contrast=0.8, saturation=0.8, hue=0.2, gray_p=0, blur_p=0,
+                    mean=(0, 0, 0), std=(1, 1, 1), jitter_order="random", solarize_p=0.5)
+    p = sample_params(64, (8, 8), cfg, torch.Generator().manual_seed(0))
+    assert p.order.shape == (64, 4) and len({tuple(o) for o in p.order.tolist()}) > 8
+    assert 10 < int(p.solarize.sum()) < 54
+    fixed = dc.replace(p, order=torch.arange(4).repeat(64, 1), solarize=None)
+    same_order = dc.replace(p, solarize=None)
+    reordered = (apply(x, same_order, cfg) - apply(x, fixed, cfg)).abs().amax(dim=(1, 2, 3, 4))
+    in_order = (p.order == torch.arange(4)).all(1)
+    assert (reordered[in_order] < 1e-6).all() and (reordered[~in_order] > 1e-3).any()
+    solar = apply(x, p, cfg)
+    assert (solar[p.solarize] <= 0.5 + 1e-6).all()     # values above 0.5 were inverted

@@ -258,3 +258,25 @@ def test_a_failed_write_keeps_the_existing_artifact(random_run, tmp_path):
     assert len(lines) == 1 and "File too large" in lines[0], proc.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name not in ("export",)]   # no temp left
+
+
+def test_three_crop_test_sees_both_ends_of_the_longer_side(random_run, tiny_frames, tmp_path):
+    """N clips x 3 crops (PySlowFast, MMAction2): the centre crop is the 1-crop test's view,
+    the others sit at the ends of the longer side."""
+    from vssl_cli.evaluate.features import Features, encode_clips
+    from vssl_cli.models.saved import load_encoder
+    spec = manifest_of(random_run)["outputs"]["encoder"]
+    encoder = load_encoder(str(random_run), spec).eval()
+    clip = torch.randint(0, 255, (2, 3, spec["clip_len"], 40, 64), dtype=torch.uint8)
+    hw = torch.tensor([[40, 64], [40, 64]])
+    one = encode_clips(encoder, [clip, clip], hw, spec, torch.device("cpu"))
+    three = encode_clips(encoder, [clip, clip], hw, spec, torch.device("cpu"), crops=3)
+    assert one.shape[1] == 2 and three.shape[1] == 6
+    assert torch.allclose(three[:, 1], one[:, 0], atol=1e-5)          # centre crop
+    assert not torch.allclose(three[:, 0], three[:, 2], atol=1e-3)    # the two ends
+    feats = Features(["a", "b"], np.array([0, 1]), three.numpy(), crops=3)
+    assert feats.middle_view == 4 and feats.mean(1).shape == (2, three.shape[-1])
+    out = tmp_path / "probe3"
+    run_vssl("probe", random_run, "--data", tiny_frames, "-o", out, "--clips", "2",
+             "--crops", "3", "-j", "0", check=0)
+    assert manifest_of(out)["metrics"]["test_crops"] == 3

@@ -6,8 +6,6 @@ store and run; training commands are resolved with --dry-run, where every config
 error must already be caught."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -18,24 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import vssl_in_process
+
 EXAMPLES = int(os.environ.get("VSSL_FUZZ_EXAMPLES", "40"))   # more for a longer hunt
 HOSTILE = [None, -1, 0, 1, 1e12, -1e12, 1e-12, math.nan, math.inf, "", "x", "../../escape",
            "/etc/passwd", [], {}, True, [1e9, 1e9], {"a": 1}]
 HOSTILE_TEXT = ["nan", "inf", "-1", "0", "1e30", "100000000000000000000000", "", "x",
                 "../../escape", "-0.5", "3.5", "1,2"]
-
-
-def vssl(*argv) -> tuple[int, str, str]:
-    """Run ``vssl ARGV`` in this process: (exit code, stdout, stderr)."""
-    from vssl_cli.cli import main
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in argv])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
@@ -106,7 +93,7 @@ def test_mutated_manifests_never_crash_nor_touch_other_files(sandbox, tmp_path, 
     manifest_file.write_text(json.dumps(doc))
     try:
         before = snapshot(sandbox, out)
-        code, _, err = vssl(*COMMANDS[command](sandbox, out))
+        code, _, err = vssl_in_process(*COMMANDS[command](sandbox, out))
         after = snapshot(sandbox, out)
     finally:
         manifest_file.write_text(original)
@@ -150,7 +137,7 @@ def test_hostile_option_values_are_caught_when_the_config_is_resolved(sandbox, t
         extra = ["--set", f"{key}={value}"]
     out = tmp_path / "out"
     before = snapshot(sandbox, out)
-    code, stdout, err = vssl(*TRAINING[command](sandbox, out), *extra)
+    code, stdout, err = vssl_in_process(*TRAINING[command](sandbox, out), *extra)
     assert "internal error" not in err and "Traceback" not in err, (extra, err)
     assert code in (0, 1, 2), (extra, code, err)
     if code:

@@ -4,10 +4,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
-from vssl_cli.data.augment import AugConfig
+from vssl_cli.data.augment import AugConfig, apply
 from vssl_cli.methods.simclr import SimCLR, SimCLRParams
 from vssl_cli.methods.tclr import TCLR, TCLRParams, global_local_loss, local_local_loss, tclr_views
 from vssl_cli.methods.ctrlaug import (CtrlAug, CtrlAugParams, GradReverse, correspondence,
@@ -149,14 +150,32 @@ def test_vthcl_sends_gradients_to_both_encoders_and_every_level_head():
     assert "bank_slow_res5" in method.state_dict()           # checkpoints carry the banks
 
 
+def test_vthcl_slow_and_fast_share_one_augmentation_and_keep_time():
+    """Sec. 5.3: at alpha = 1 both encoders see exactly the same input; the pathways keep
+    every time step to res5 (TPN's r50f8s8 has no temporal downsampling)."""
+    torch.manual_seed(0)
+    method = VTHCL(VTHCLParams(clip_len=4, stride=2, alpha=1), "r3d18-tiny", AugConfig(size=32))
+    method.attach_dataset(6)
+    views = method.views(64, np.random.default_rng(0))
+    assert np.array_equal(views[0], views[1])            # alpha 1: the same frames
+    batch = _batch(views)
+    batch["clips"][1] = batch["clips"][0].clone()
+    gen = torch.Generator().manual_seed(0)
+    slow, drawn = method.augmented(batch["clips"][0], batch, gen)
+    fast = apply(batch["clips"][1], drawn, method.aug, batch["valid_hw"])
+    assert torch.equal(slow, fast)
+    maps = method.encoder(slow)
+    assert maps["res5"].shape[2] == slow.shape[2]
+
+
 def test_vthcl_updates_its_banks_as_an_ema_of_the_batch():
     method = _vthcl(levels=("res5",), level_weights=(1.0,), bank_momentum=0.5).eval()
     before = method.bank_fast_res5.clone()
     batch = _batch(method.views(64, np.random.default_rng(0)))
     method(batch, torch.Generator().manual_seed(0))
-    gen = torch.Generator().manual_seed(0)                   # replay the two augmentations
-    method.augmented(batch["clips"][0], batch, gen)
-    fast, _ = method.augmented(batch["clips"][1], batch, gen)
+    gen = torch.Generator().manual_seed(0)     # replay the augmentation both clips share
+    _, drawn = method.augmented(batch["clips"][0], batch, gen)
+    fast = apply(batch["clips"][1], drawn, method.aug, batch["valid_hw"])
     z = method.embed(method.fast_encoder(fast), "fast")["res5"]
     want = F.normalize(0.5 * before[:4] + 0.5 * z, dim=1)
     assert torch.allclose(method.bank_fast_res5[:4], want, atol=1e-5)
@@ -425,7 +444,59 @@ def test_ctrlaug_mi_term_trains_the_estimator_up_and_the_encoder_down():
     perm = torch.randperm(12, generator=torch.Generator().manual_seed(0))
     same = (group[:, None] == group[None, :]) & ~torch.eye(12, dtype=torch.bool)
     partner = same.float().argmax(1)
-    bound = mine_bound(method.critic(feats, feats[partner]),
-                       method.critic(feats, feats[perm])[group != group[perm]])
+    bound = mine_bound(method.critic(feats, feats[partner]),    # marginal: arbitrary pairs
+                       method.critic(feats, feats[perm]))
     (-bound).backward()
     assert torch.allclose(through_reversal, -feats.grad, atol=1e-6)
+
+
+def test_tclr_terms_add_up_at_the_paper_or_the_official_scale():
+    """Per anchor, the paper sums L_LL and L_GL over the n local clips (1 : n : 2n); the
+    official code sums L_LL over the batch and L_GL over four pairings (1 : B : 16) and may
+    add loss_ic1; `mean` is every term a mean."""
+    totals = {}
+    for scale in ("mean", "paper", "official"):
+        torch.manual_seed(0)
+        method = TCLR(TCLRParams(clip_len=16, loss_scale=scale), "r3d18-tiny",
+                      AugConfig(size=32))
+        batch = _batch(method.views(64, np.random.default_rng(0)))
+        totals[scale] = method(batch, torch.Generator().manual_seed(0))
+    (mean, parts), n, b = totals["mean"], 4, 4
+    assert parts.keys() == {"ic", "ll", "gl"}
+    assert float(mean) == pytest.approx(parts["ic"] + parts["ll"] + parts["gl"], rel=1e-5)
+    assert float(totals["paper"][0]) == pytest.approx(
+        parts["ic"] + n * parts["ll"] + n * parts["gl"], rel=1e-5)
+    assert float(totals["official"][0]) == pytest.approx(
+        parts["ic"] + b * parts["ll"] + 8 * parts["gl"], rel=1e-5)
+    torch.manual_seed(0)
+    extra = TCLR(TCLRParams(clip_len=16, w_local_ic=1.0), "r3d18-tiny", AugConfig(size=32))
+    _, with_ic1 = extra(_batch(extra.views(64, np.random.default_rng(0))),
+                        torch.Generator().manual_seed(0))
+    assert "local_ic" in with_ic1 and with_ic1["local_ic"] > 0
+
+
+def test_tce_follows_the_official_pairing_and_head_by_default():
+    p = TCEParams()
+    assert (p.window, p.head) == (0, "linear")
+    (a,), (b,) = nearby_pair(50, p.window, np.random.default_rng(0))
+    assert a == b                                 # FRAME_PADDING 0: the same frame
+    method = TCE(p, "resnet18-tiny", AugConfig(size=32))
+    assert [type(m).__name__ for m in method.head] == ["Linear"]
+    mlp = TCE(TCEParams(head="mlp"), "resnet18-tiny", AugConfig(size=32))
+    assert len(mlp.head) == 4
+
+
+def test_ctrlaug_intensity_groups_are_the_supplement_s_ranges_and_maps_the_paper_s():
+    from vssl_cli.methods.ctrlaug import BLUR_BANDS, HUE_BANDS, JITTER_BANDS
+    method = _ctrlaug()
+    group, drawn = method._intensity(4000, torch.Generator().manual_seed(0), "cpu")
+    strength = (drawn["brightness"] - 1).abs()
+    assert strength.max() <= 0.4 + 1e-6 and drawn["hue"].abs().max() <= 0.1 + 1e-6
+    assert set(drawn["blur_radius"].tolist()) <= {3.0, 5.0}
+    assert drawn["blur_sigma"].min() >= 0.1 and drawn["blur_sigma"].max() <= 2.0
+    assert len(JITTER_BANDS) == 4 and len(HUE_BANDS) == 2 and len(BLUR_BANDS) == 4
+    torch.manual_seed(0)
+    paper = CtrlAug(CtrlAugParams(), "r3d18-tiny", AugConfig(size=112))
+    x = torch.zeros(1, 3, 16, 112, 112)
+    assert paper._grid(paper.encoder(x)["res5"]).shape[2:] == (2, 4, 4)
+    assert paper._grid(paper.global_encoder(x)["res5"]).shape[2:] == (8, 4, 4)

@@ -67,8 +67,9 @@ def train_test_features(model, frames: str, config: dict, dev, amp, batch_size: 
     encoder = model.encoder()
     out = []
     for split in (config["train_split"], config["test_split"]):
+        crops = config.get("crops", 1) if split == config["test_split"] else 1
         with progress_bar(0, f"features {split}") as bar:
             out.append(split_features(encoder, model.spec, frames, split, config["clips"], dev,
                                       batch_size, workers, bar, config["clip_len"],
-                                      config["stride"], amp))
+                                      config["stride"], amp, crops))
     return out

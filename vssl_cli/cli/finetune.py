@@ -25,14 +25,17 @@ from vssl_cli.errors import UsageProblem
                                       "(e.g. 0.01, 0.1, 0.2, 0.5, 1).")
 @click.option("--test-clips", type=click.IntRange(1), default=10, show_default=True,
               help="Uniformly spaced clips averaged per test video.")
+@click.option("--test-crops", type=click.Choice(["1", "3"]), default="1", show_default=True,
+              help="Spatial crops per test clip: 1 (centre) or 3 (the N clips x 3 crops "
+                   "test of PySlowFast/MMAction2).")
 @click.option("--test-split", default="test", show_default=True, help="Split tested.")
 @train_options
 @click.option("--force", is_flag=True, help="Train again even if OUTPUT is up to date.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config as JSON and exit.")
 @json_option
 @click.pass_context
-def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_split, recipe,
-                     sets, resume, force, dry_run, as_json, **_):
+def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_crops,
+                     test_split, recipe, sets, resume, force, dry_run, as_json, **_):
     """Finetune RUN's whole encoder plus a linear classifier on the labelled train split
     of --data and report N-clip test accuracy; print OUTPUT (a model artifact)."""
     from vssl_cli.evaluate.artifact import open_frames, open_model
@@ -50,7 +53,8 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
         f"params.num_classes={len(classes)}", f"aug.size={spec['size']}", *sets])
     config.update(method="supervised", backbone=spec["backbone"],
                   label_fraction=label_fraction, test_clips=test_clips,
-                  test_split=test_split)
+                  test_split=test_split, **({"test_crops": int(test_crops)}
+                                            if test_crops != "1" else {}))
     if dry_run:
         click.echo(json.dumps(config, indent=1))
         return
@@ -76,7 +80,8 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
         device = torch.device(device)
         scores = clip_test(method, {**spec, "clip_len": config["params"]["clip_len"]}, frames,
                            test_split, test_clips, device, classes,
-                           workers=loader_workers(config["workers"], device))
+                           workers=loader_workers(config["workers"], device),
+                           crops=int(test_crops))
         log.info("finetuned: test top-1 %.3f (%d clips), top-5 %.3f", scores["test_top1"],
                  test_clips, scores["test_top5"])
         return scores

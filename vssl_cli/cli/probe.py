@@ -13,6 +13,9 @@ from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test
 @click.option("--l2", type=FiniteFloat(0), default=None,
               help="L2 penalty of the linear classifier [default: chosen by 3-fold "
                    "cross-validation on the train split].")
+@click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True,
+              help="Spatial crops per test clip: 1 (centre) or 3 (start, centre and end of "
+                   "the longer side: the N clips x 3 crops test of PySlowFast/MMAction2).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--task", type=click.Choice(["classify", "boundary"]), default="classify",
               show_default=True, help="classify: linear probe; boundary: event boundary "
@@ -25,8 +28,8 @@ from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test
               show_default=True, help="Match tolerance as a share of the video length "
                                       "(boundary task; GEBD uses 0.05).")
 def probe_command(run, frames, output, clips, clip_len, stride, train_split, test_split,
-                  batch_size, workers, device, force, as_json, l2, seed, task, boundaries, hop,
-                  rel_dis):
+                  batch_size, workers, device, force, as_json, l2, crops, seed, task,
+                  boundaries, hop, rel_dis):
     """Fit a linear classifier on RUN's frozen features of the train split of --data and
     report test accuracy; print the evaluation directory.
 
@@ -48,7 +51,8 @@ def probe_command(run, frames, output, clips, clip_len, stride, train_split, tes
     model, frames_m, out, dev, amp = setup(run, frames, output, "probe", device)
     classes = frames_m["outputs"].get("classes", [])
     config = {**base_config("linear_probe", model, clips, clip_len, stride, train_split,
-                            test_split), "l2": l2, "seed": seed}
+                            test_split), "l2": l2, "seed": seed,
+              **({"crops": int(crops)} if crops != "1" else {})}
 
     def compute(tmp):
         train, test = train_test_features(model, frames, config, dev, amp, batch_size, workers)

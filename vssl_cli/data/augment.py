@@ -33,6 +33,8 @@ class AugConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     mean: tuple[float, float, float] = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
+    jitter_order: str = "fixed"    # fixed | random (per clip, as CVRL and SimCLR do)
+    solarize_p: float = 0.0        # invert values above 0.5 (CVRL's second view: 0.2)
 
 
 @dataclasses.dataclass
@@ -46,6 +48,11 @@ class AugParams:
     hue: torch.Tensor          # (B,) shift in turns, 0 = unchanged
     gray: torch.Tensor         # (B,) bool
     blur_sigma: torch.Tensor   # (B,) pixels of the output, 0 = no blur
+    # Optional: per-clip order of brightness, contrast, saturation, hue (B, 4), the blur
+    # kernel's radius in pixels (B,; default 3 sigma), solarisation (B,) bool.
+    order: torch.Tensor | None = None
+    blur_radius: torch.Tensor | None = None
+    solarize: torch.Tensor | None = None
 
     @classmethod
     def identity(cls, batch: int, device=None) -> "AugParams":
@@ -64,14 +71,23 @@ def sample_boxes(n: int, aspect: float | torch.Tensor, scale, ratio, gen=None,
     """Random-resized-crop boxes (fractions) for frames of width/height ``aspect`` (one
     value, or one per clip).
 
-    Area share from ``scale`` and width/height ratio (log-uniform) from ``ratio``; boxes
-    that would not fit are shrunk to fit, so every box lies inside the frame.
+    Area share from ``scale`` and width/height ratio (log-uniform) from ``ratio``, as
+    torchvision's RandomResizedCrop: of ten draws the first that fits in the frame, else
+    the whole frame. (Clamping a side that did not fit made ``scale = [1, 1]`` crop 75-100%
+    of the width.)
     """
-    area = _uniform(n, *scale, gen, device)
-    log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), gen, device)
-    r = torch.exp(log_r) / aspect          # ratio in fraction units
-    w = torch.sqrt(area * r).clamp(max=1.0)
-    h = torch.sqrt(area / r).clamp(max=1.0)
+    tries = 10
+    area = _uniform(n * tries, *scale, gen, device).view(n, tries)
+    log_r = _uniform(n * tries, math.log(ratio[0]), math.log(ratio[1]), gen, device)
+    aspect = aspect.view(-1, 1) if isinstance(aspect, torch.Tensor) else aspect
+    r = torch.exp(log_r).view(n, tries) / aspect          # ratio in fraction units
+    w, h = torch.sqrt(area * r), torch.sqrt(area / r)
+    fits = (w <= 1) & (h <= 1)
+    first = fits.float().argmax(1, keepdim=True)           # the first draw that fits
+    found = fits.any(1)
+    one = torch.ones(n, device=w.device)
+    w = torch.where(found, w.gather(1, first).squeeze(1), one)
+    h = torch.where(found, h.gather(1, first).squeeze(1), one)
     x0 = torch.rand(n, generator=gen, device=device) * (1 - w)
     y0 = torch.rand(n, generator=gen, device=device) * (1 - h)
     return torch.stack([x0, y0, x0 + w, y0 + h], dim=1)
@@ -97,7 +113,10 @@ def sample_params(batch: int, frame_hw, cfg: AugConfig,
         saturation=torch.where(jitter, factor(cfg.saturation), one),
         hue=torch.where(jitter, _uniform(batch, -cfg.hue, cfg.hue, gen, device), 0 * one),
         gray=coin(cfg.gray_p),
-        blur_sigma=torch.where(blur, _uniform(batch, *cfg.blur_sigma, gen, device), 0 * one))
+        blur_sigma=torch.where(blur, _uniform(batch, *cfg.blur_sigma, gen, device), 0 * one),
+        order=(torch.rand(batch, 4, generator=gen, device=device).argsort(1)
+               if cfg.jitter_order == "random" else None),
+        solarize=coin(cfg.solarize_p) if cfg.solarize_p > 0 else None)
 
 
 def _aspect(frame_hw, device) -> float | torch.Tensor:
@@ -156,35 +175,71 @@ def shift_hue(x: torch.Tensor, hue: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
-def colour(x: torch.Tensor, p: AugParams) -> torch.Tensor:
-    """Brightness, contrast, saturation, hue (fixed order), then grayscale; x in [0, 1]."""
-    x = (x * _per_clip(p.brightness)).clamp_(0, 1)
+def _brightness(x, v):
+    return (x * _per_clip(v)).clamp_(0, 1)
+
+
+def _contrast(x, v):
     mean = _luma(x).mean(dim=(2, 3, 4), keepdim=True)
-    x = x.sub_(mean).mul_(_per_clip(p.contrast)).add_(mean).clamp_(0, 1)
+    return x.sub_(mean).mul_(_per_clip(v)).add_(mean).clamp_(0, 1)
+
+
+def _saturation(x, v):
     gray = _luma(x)
-    x = x.sub_(gray).mul_(_per_clip(p.saturation)).add_(gray).clamp_(0, 1)
-    if bool((p.hue != 0).any()):
-        x = shift_hue(x, p.hue).clamp_(0, 1)
+    return x.sub_(gray).mul_(_per_clip(v)).add_(gray).clamp_(0, 1)
+
+
+def _hue(x, v):
+    return shift_hue(x, v).clamp_(0, 1) if bool((v != 0).any()) else x
+
+
+JITTERS = (("brightness", _brightness, 1.0), ("contrast", _contrast, 1.0),
+           ("saturation", _saturation, 1.0), ("hue", _hue, 0.0))   # (field, op, identity)
+
+
+def colour(x: torch.Tensor, p: AugParams) -> torch.Tensor:
+    """Brightness, contrast, saturation and hue (in this order, or each clip's own order
+    ``p.order``), then grayscale; x in [0, 1]."""
+    if p.order is None:
+        for field, op, _ in JITTERS:
+            x = op(x, getattr(p, field))
+    else:   # round r applies to each clip the op its order puts r-th (the others: identity)
+        for r in range(len(JITTERS)):
+            for k, (field, op, identity) in enumerate(JITTERS):
+                mine = p.order[:, r] == k
+                if bool(mine.any()):
+                    value = getattr(p, field)
+                    x = op(x, torch.where(mine, value, torch.full_like(value, identity)))
     return torch.where(_per_clip(p.gray), _luma(x).expand_as(x), x)
 
 
-def blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur with a sigma per clip (0 leaves a clip unchanged)."""
+def solarize(x: torch.Tensor, which: torch.Tensor | None) -> torch.Tensor:
+    """Values above 0.5 inverted, in the clips ``which`` marks."""
+    if which is None or not bool(which.any()):
+        return x
+    return torch.where(_per_clip(which) & (x >= 0.5), 1 - x, x)
+
+
+def blur(x: torch.Tensor, sigma: torch.Tensor, radius: torch.Tensor | None = None
+         ) -> torch.Tensor:
+    """Separable Gaussian blur with a sigma per clip (0 leaves a clip unchanged), its
+    kernel cut at ``radius`` pixels per clip (default 3 sigma)."""
     if not bool((sigma > 0).any()):
         return x
     b, c, t, h, w = x.shape
-    radius = int(math.ceil(3 * float(sigma.max())))
-    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    cut = torch.ceil(3 * sigma) if radius is None else radius.to(sigma)
+    reach = int(cut.max())
+    offsets = torch.arange(-reach, reach + 1, device=x.device, dtype=x.dtype)
     s = sigma.clamp(min=1e-3).to(x.dtype).view(-1, 1)
-    kernel = torch.exp(-0.5 * (offsets / s) ** 2)
+    kernel = torch.exp(-0.5 * (offsets / s) ** 2) * (offsets.abs() <= cut.view(-1, 1))
     kernel = torch.where(sigma.view(-1, 1) > 0, kernel, (offsets == 0).to(x.dtype))
     kernel = kernel / kernel.sum(1, keepdim=True)                  # (B, K)
     weights = kernel.repeat_interleave(c * t, dim=0)               # (B*C*T, K)
     flat = x.reshape(1, b * c * t, h, w)
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"),
-                    weights.view(-1, 1, 1, 2 * radius + 1), groups=b * c * t)
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"),
-                    weights.view(-1, 1, 2 * radius + 1, 1), groups=b * c * t)
+    flat = F.conv2d(F.pad(flat, (reach, reach, 0, 0), mode="replicate"),
+                    weights.view(-1, 1, 1, 2 * reach + 1), groups=b * c * t)
+    flat = F.conv2d(F.pad(flat, (0, 0, reach, reach), mode="replicate"),
+                    weights.view(-1, 1, 2 * reach + 1, 1), groups=b * c * t)
     return flat.reshape(b, c, t, h, w)
 
 
@@ -197,7 +252,8 @@ def apply(clips: torch.Tensor, params: AugParams, cfg: AugConfig,
     x = crop_resize(clips.float(), boxes, params.flip, cfg.size)
     if clips.dtype == torch.uint8:
         x /= 255                    # after the resize (linear), on the smaller tensor
-    x = blur(colour(x, params), params.blur_sigma)
+    x = solarize(blur(colour(x, params), params.blur_sigma, params.blur_radius),
+                 params.solarize)
     mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
     std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1, 1)
     return x.sub_(mean).div_(std)

@@ -150,7 +150,7 @@ RANGES = [
     ("params.clip_len", 1, 4096), ("params.long_len", 1, 4096), ("params.global_len", 1, 4096),
     ("params.stride", 1, 1024), ("params.n_local", 1, 256), ("params.tau", 1e-6, 100),
     ("params.proj_dim", 1, 65536), ("params.proj_hidden", 0, 65536),
-    ("params.negatives", 1, 1e8), ("params.window", 1, 4096), ("params.num_classes", 0, 1e6),
+    ("params.negatives", 1, 1e8), ("params.window", 0, 4096), ("params.num_classes", 0, 1e6),
     ("params.step_frames", 1, 4096), ("params.temporal_strides", 1, 16),
     ("params.w_*", 0, 1e6), ("params.*_scale", 1e-6, 1), ("params.dropout", 0, 0.999),
     ("params.label_smoothing", 0, 1), ("params.bank_momentum", 0, 1),
@@ -201,6 +201,8 @@ def validate(config: dict) -> None:
         raise UsageProblem(f"amp must be one of {', '.join(AMP_MODES)}")
     if not isinstance(config["device"], str) or not DEVICE.fullmatch(config["device"]):
         raise UsageProblem(f"device {config['device']!r}: use auto, cpu, cuda, cuda:N or mps")
+    if config["aug"]["jitter_order"] not in ("fixed", "random"):
+        raise UsageProblem("aug.jitter_order must be fixed or random")
     for key in ("split", "backbone", "method"):
         if not isinstance(config[key], str) or not config[key]:
             raise UsageProblem(f"{key} must be a name, got {config[key]!r}")
@@ -222,13 +224,30 @@ def resolve(params_cls, recipe: str | None, options: dict, sets) -> dict:
     apply_overrides(config, parse_set(sets), "--set")
     validate(config)
     _check_backbone(params_cls, config["backbone"])
-    check = getattr(params_cls(**config["params"]), "validate", None)
+    params = params_cls(**config["params"])
+    check = getattr(params, "validate", None)
     if check is not None:
         try:
             check()
         except ValueError as e:
             raise UsageProblem(f"params: {e}") from None
+    _check_maps(params, config["backbone"])
     return config
+
+
+def _check_maps(params, backbone: str) -> None:
+    """The method's clips against the backbone's temporal downsampling (e.g. TeG's
+    step_frames, TCLR's n_local steps), so a recipe that cannot run fails here, --dry-run
+    included, naming the keys to change, not after the data is loaded."""
+    from vssl_cli.models import temporal_factors
+    check = getattr(params, "check_maps", None)
+    if check is None:
+        return
+    strides = getattr(params, "temporal_strides", None)
+    try:
+        check(temporal_factors(backbone, strides), backbone)
+    except ValueError as e:
+        raise UsageProblem(str(e)) from None
 
 
 def _check_backbone(params_cls, backbone: str) -> None:

@@ -32,10 +32,11 @@ def label_subset(store_path: str, split: str, fraction: float, classes: list[str
 @torch.no_grad()
 def clip_test(method, spec: dict, store_path: str, split: str, n_clips: int,
               device: torch.device, classes: list[str], batch_size: int = 8,
-              workers: int = 0) -> dict:
-    """Top-1/top-5 of the finetuned classifier, softmax averaged over ``n_clips`` clips."""
+              workers: int = 0, crops: int = 1) -> dict:
+    """Top-1/top-5 of the finetuned classifier, softmax averaged over ``n_clips`` clips
+    (x ``crops`` spatial crops each)."""
     feats = split_features(method.encoder, spec, store_path, split, n_clips, device,
-                           batch_size, workers)
+                           batch_size, workers, crops=crops)
     keep = feats.labels >= 0
     method.classifier.eval().to(device)
     x = torch.from_numpy(feats.clips[keep]).to(device)
@@ -45,6 +46,6 @@ def clip_test(method, spec: dict, store_path: str, split: str, n_clips: int,
     confusion = confusion_matrix(video.argmax(1), labels, len(classes))
     return {"test_top1": topk_accuracy(video, labels, 1),
             "test_top5": topk_accuracy(video, labels, 5),
-            "test_top1_1clip": topk_accuracy(probs[:, n_clips // 2], labels, 1),
-            "test_clips": n_clips, "test_videos": int(keep.sum()),
+            "test_top1_1clip": topk_accuracy(probs[:, feats.middle_view], labels, 1),
+            "test_clips": n_clips, "test_crops": crops, "test_videos": int(keep.sum()),
             "confusion": confusion.tolist()}

@@ -104,7 +104,7 @@ def linear_probe(train: Features, test: Features, classes: list[str],
     probs = clip_probabilities(model, mean, std, test.clips[keep_test])
     labels = test.labels[keep_test]
     video = probs.mean(1)
-    middle = probs[:, probs.shape[1] // 2]
+    middle = probs[:, test.middle_view]
     pred = video.argmax(1)
     confusion = confusion_matrix(pred, labels, len(classes))
     per_class = {c: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
@@ -116,7 +116,8 @@ def linear_probe(train: Features, test: Features, classes: list[str],
                "top5_1clip": topk_accuracy(middle, labels, 5),
                "mean_class_accuracy": float(np.mean([v for v in per_class.values()
                                                      if v is not None])),
-               "train_top1": train_acc, "clips": n_clips, "l2": l2,
+               "train_top1": train_acc, "clips": n_clips, "test_crops": test.crops,
+               "l2": l2,
                "train_videos": int(keep_train.sum()), "test_videos": int(keep_test.sum()),
                "per_class": per_class}
     return metrics, confusion

@@ -38,11 +38,13 @@ from vssl_cli.losses import soft_info_nce
 from vssl_cli.methods.base import Method
 from vssl_cli.models import ProjectionHead, build_backbone
 
-# Intensity levels that define the groups (METHODS.md): brightness, contrast and saturation
-# 4 levels in [0, 0.4], hue 2 levels in [0, 0.1], blur 2 kernel sizes x 2 sigma ranges.
-JITTER_LEVELS = (0.0, 0.4 / 3, 0.8 / 3, 0.4)
-HUE_LEVELS = (0.0, 0.1)
-BLUR_LEVELS = ((0.0, 0.0), (0.1, 1.0), (1.0, 2.0), (2.0, 3.0))   # sigma ranges (0: none)
+# The intensity groups of the supplement, as its ranges: a strength is drawn inside its
+# group's band. Brightness, contrast and saturation: 4 bands in [0, 0.4]; hue: 2 bands in
+# [0, 0.1]; blur: kernel radius 3 or 5 pixels (sizes 7 and 11) x sigma in [0.1, 0.5] or
+# [0.5, 2]. 4 x 4 x 4 x 2 x 4 = 512 groups.
+JITTER_BANDS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.4))
+HUE_BANDS = ((0.0, 0.05), (0.05, 0.1))
+BLUR_BANDS = ((3, 0.1, 0.5), (3, 0.5, 2.0), (5, 0.1, 0.5), (5, 0.5, 2.0))  # radius, sigma
 GROUPS = list(itertools.product(range(4), range(4), range(4), range(2), range(4)))
 
 
@@ -62,6 +64,18 @@ class CtrlAugParams:
     w_rc: float = 1.0
     w_mi: float = 1.0
     w_td: float = 1.0
+    # Sec. 4.2's maps at 112 px: local 2x4x4, global 8x4x4 (T_v / (K T_c) = 1). Temporal
+    # strides 2,2,2,1 give 16 frames 2 steps (the global view, strides 2,1,1,1: 8); res5 is
+    # pooled to region_grid x region_grid cells (the paper's R3D-18 reaches 4x4 with a stem
+    # max-pool; ours has none and would give 7x7). 0 keeps the map as it is.
+    temporal_strides: tuple[int, ...] = (2, 2, 2, 1)
+    region_grid: int = 4
+
+    def check_maps(self, factors: dict[str, int], backbone: str) -> None:
+        if self.clip_len // factors["res5"] < 1:
+            raise ValueError(
+                f"{backbone} makes one time step of res5 from {factors['res5']} frames, more "
+                f"than a {self.clip_len}-frame local clip: lengthen params.clip_len")
 
     def validate(self):
         if self.td_head not in ("gru", "mlp", "gru+mlp"):
@@ -170,24 +184,25 @@ class PairCritic(nn.Module):
 
 
 class OrderHead(nn.Module):
-    """Summarises ordered local features: GRU final state, MLP on the concatenation, or
-    GRU states then MLP."""
+    """Scores ordered local features against the global feature f'(v), as Table 6's heads:
+    ``gru``: cosine (over tau) between the GRU's output and f'(v); ``mlp``: an MLP on the
+    concatenation of f'(v) and the ordered features; ``gru+mlp``: an MLP on f'(v) and the
+    GRU's output."""
 
-    def __init__(self, kind: str, dim: int, n: int, out: int):
+    def __init__(self, kind: str, dim: int, n: int):
         super().__init__()
         self.kind = kind
-        self.gru = nn.GRU(dim, out, batch_first=True) if "gru" in kind else None
-        width = (out if self.gru is not None else dim) * (n if "mlp" in kind else 1)
-        self.mlp = (nn.Sequential(nn.Linear(width, out), nn.ReLU(inplace=True),
-                                  nn.Linear(out, out)) if "mlp" in kind else None)
+        self.gru = nn.GRU(dim, dim, batch_first=True) if "gru" in kind else None
+        width = dim + (dim if self.gru is not None else dim * n)
+        self.mlp = (nn.Sequential(nn.Linear(width, dim), nn.ReLU(inplace=True),
+                                  nn.Linear(dim, 1)) if "mlp" in kind else None)
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:         # (B, n, D)
-        if self.gru is not None:
-            states, last = self.gru(seq)
-            if self.mlp is None:
-                return last[-1]
-            seq = states
-        return self.mlp(seq.flatten(1))
+    def forward(self, seq: torch.Tensor, g: torch.Tensor, tau: float) -> torch.Tensor:
+        """seq (B, n, D), g (B, D) -> (B,) scores."""
+        summary = self.gru(seq)[1][-1] if self.gru is not None else seq.flatten(1)
+        if self.mlp is None:
+            return (F.normalize(summary, dim=1) * F.normalize(g, dim=1)).sum(1) / tau
+        return self.mlp(torch.cat([g, summary], 1)).squeeze(1)
 
 
 class CtrlAug(Method):
@@ -195,8 +210,8 @@ class CtrlAug(Method):
     Params = CtrlAugParams
 
     def __init__(self, params: CtrlAugParams, backbone, aug, temporal_strides=None):
-        super().__init__(params, backbone, aug, temporal_strides)
-        strides = temporal_strides or self.encoder.spec.temporal_strides
+        strides = tuple(temporal_strides or params.temporal_strides)
+        super().__init__(params, backbone, aug, strides)
         # Same weights, temporal stride 1 in the last three stages. Only parameters are
         # shared: the global view keeps its own BatchNorm statistics.
         self.global_encoder = build_backbone(backbone, temporal_strides=(strides[0], 1, 1, 1))
@@ -207,8 +222,7 @@ class CtrlAug(Method):
         self.region_head = ProjectionHead(dim, d)            # applied to every map cell
         self.clip_head = ProjectionHead(dim, d)
         self.critic = PairCritic(d)
-        self.order_head = OrderHead(params.td_head, d, params.n_local, d)
-        self.global_to_order = nn.Linear(d, d)
+        self.order_head = OrderHead(params.td_head, d, params.n_local)
 
     @staticmethod
     def sample_views(p, num_frames: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -222,16 +236,22 @@ class CtrlAug(Method):
         chosen = torch.randperm(len(GROUPS), generator=gen, device=device)[:self.params.mi_groups]
         group = chosen[torch.randint(0, len(chosen), (n,), generator=gen, device=device)]
         levels = torch.tensor(GROUPS, device=device)[group]          # (n, 5)
-        jitter = torch.tensor(JITTER_LEVELS, device=device)
-        sign = torch.where(torch.rand(n, 3, generator=gen, device=device) < 0.5, -1.0, 1.0)
-        factors = 1 + sign * jitter[levels[:, :3]]
-        hue = torch.tensor(HUE_LEVELS, device=device)[levels[:, 3]]
-        hue = hue * torch.where(torch.rand(n, generator=gen, device=device) < 0.5, -1.0, 1.0)
-        ranges = torch.tensor(BLUR_LEVELS, device=device)[levels[:, 4]]
-        sigma = ranges[:, 0] + (ranges[:, 1] - ranges[:, 0]) * torch.rand(
-            n, generator=gen, device=device)
+
+        def within(bands, index, size):
+            lo, hi = torch.tensor(bands, device=device)[index].unbind(-1)
+            return lo + (hi - lo) * torch.rand(size, generator=gen, device=device)
+
+        def signed(size):
+            return torch.where(torch.rand(size, generator=gen, device=device) < 0.5, -1.0, 1.0)
+
+        factors = 1 + signed((n, 3)) * within(JITTER_BANDS, levels[:, :3], (n, 3))
+        hue = signed(n) * within(HUE_BANDS, levels[:, 3], n)
+        blur = torch.tensor(BLUR_BANDS, device=device)[levels[:, 4]]
+        sigma = blur[:, 1] + (blur[:, 2] - blur[:, 1]) * torch.rand(n, generator=gen,
+                                                                     device=device)
         return group, {"brightness": factors[:, 0], "contrast": factors[:, 1],
-                       "saturation": factors[:, 2], "hue": hue, "blur_sigma": sigma}
+                       "saturation": factors[:, 2], "hue": hue, "blur_sigma": sigma,
+                       "blur_radius": blur[:, 0]}
 
     def _params(self, boxes, flip, intensity) -> AugParams:
         n = boxes.shape[0]
@@ -264,8 +284,8 @@ class CtrlAug(Method):
             xg = xg.contiguous(memory_format=torch.channels_last_3d)
             xl = xl.contiguous(memory_format=torch.channels_last_3d)
 
-        g_map = self.global_encoder(xg)["res5"]                        # (B, C, Tg, h, w)
-        l_map = self.encoder(xl)["res5"]                               # (K*B, C, Tl, h, w)
+        g_map = self._grid(self.global_encoder(xg)["res5"])           # (B, C, Tg, h, w)
+        l_map = self._grid(self.encoder(xl)["res5"])                  # (K*B, C, Tl, h, w)
         g_vec = F.normalize(self.clip_head(g_map.mean(dim=(2, 3, 4))).float(), dim=1)
         l_vec = F.normalize(self.clip_head(l_map.mean(dim=(2, 3, 4))).float(), dim=1)
         parts, total = {}, g_vec.new_zeros(())
@@ -280,6 +300,13 @@ class CtrlAug(Method):
             parts["td"] = self._order_loss(g_vec, l_vec.view(k, b, -1).transpose(0, 1), gen)
             total = total + p.w_td * parts["td"]
         return total, {key: float(v.detach()) for key, v in parts.items()}
+
+    def _grid(self, maps: torch.Tensor) -> torch.Tensor:
+        """res5 pooled to region_grid x region_grid spatial cells (time kept)."""
+        g = self.params.region_grid
+        if not g or tuple(maps.shape[3:]) == (g, g):
+            return maps
+        return F.adaptive_avg_pool3d(maps, (maps.shape[2], g, g))
 
     # --- the three terms ------------------------------------------------------------------
     def _cells(self, maps: torch.Tensor) -> torch.Tensor:
@@ -316,9 +343,7 @@ class CtrlAug(Method):
         if not bool(has.any()):
             return feats.new_zeros(())
         joint = self.critic(x[has], x[partner[has]])
-        marginal = self.critic(x, x[perm])[group != group[perm]]
-        if marginal.numel() == 0:
-            return feats.new_zeros(())
+        marginal = self.critic(x, x[perm])       # arbitrary pairs: the product of marginals
         loss = -mine_bound(joint, marginal)
         b, k = g_vec.shape[0], self.params.n_local
         if b > 1:                                  # frozen critic on local-global pairs
@@ -332,15 +357,14 @@ class CtrlAug(Method):
         return loss
 
     def _order_loss(self, g_vec, seq, gen):
-        """seq (B, n, D) in temporal order; shuffled orders are the marginal samples."""
+        """seq (B, n, D) in temporal order with the global feature is the joint sample,
+        shuffled orders the marginal ones (Sec. 3.3); the head scores each pair."""
         b, n, _ = seq.shape
-        target = F.normalize(self.global_to_order(g_vec), dim=1)
-        joint = (F.normalize(self.order_head(seq), dim=1) * target).sum(1) / self.params.tau
+        joint = self.order_head(seq, g_vec, self.params.tau)
         marginal = []
         for _ in range(self.params.td_shuffles):
             perm = torch.randperm(n, generator=gen, device=seq.device)
             if bool((perm == torch.arange(n, device=seq.device)).all()):
                 perm = perm.roll(1)
-            z = F.normalize(self.order_head(seq[:, perm]), dim=1)
-            marginal.append((z * target).sum(1) / self.params.tau)
+            marginal.append(self.order_head(seq[:, perm], g_vec, self.params.tau))
         return -mine_bound(joint, torch.cat(marginal))

@@ -40,7 +40,10 @@ class TCEParams:
     frame_backbone: ClassVar[bool] = True
     clip_len: int = 8              # frames per evaluation clip (averaged)
     stride: int = 4
-    window: int = 8                # positive: a frame at most this far from the anchor
+    # The official code pairs the anchor with the frame FRAME_PADDING = 0 away: the same
+    # frame, coloured anew; window 8 is the paper's temporal neighbourhood.
+    window: int = 0                # positive: a frame at most this far from the anchor
+    head: str = "linear"           # linear (official: Linear(512, 128)) | mlp (2 layers)
     tau: float = 0.07
     proj_dim: int = 128
     negatives: int = 8192
@@ -52,8 +55,10 @@ class TCEParams:
     shared_geometry: bool = True   # anchor and positive share crop and flip (official code)
 
     def validate(self):
-        if self.window < 1:
-            raise ValueError("window must be at least 1 frame")
+        if self.window < 0:
+            raise ValueError("window must be 0 (the same frame) or more")
+        if self.head not in ("linear", "mlp"):
+            raise ValueError("head must be linear or mlp")
         if self.loss not in ("nce", "softmax"):
             raise ValueError("loss must be nce or softmax")
         if not 0 <= self.max_hard <= 1:
@@ -61,7 +66,8 @@ class TCEParams:
 
 
 def nearby_pair(num_frames: int, window: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """[anchor], [positive]: two distinct frames at most ``window`` apart when possible."""
+    """[anchor], [positive]: two distinct frames at most ``window`` apart when possible
+    (window 0: the anchor itself, as the official code pairs frames)."""
     anchor = int(rng.integers(num_frames))
     lo, hi = max(0, anchor - window), min(num_frames - 1, anchor + window)
     choices = [f for f in range(lo, hi + 1) if f != anchor] or [anchor]
@@ -114,7 +120,8 @@ class TCE(Method):
 
     def __init__(self, params: TCEParams, backbone, aug, temporal_strides=None):
         super().__init__(params, backbone, aug, temporal_strides)
-        self.head = ProjectionHead(self.encoder.out_dim, params.proj_dim)
+        self.head = ProjectionHead(self.encoder.out_dim, params.proj_dim,
+                                   layers=1 if params.head == "linear" else 2)
         self.bank_size = 0
 
     def attach_dataset(self, size: int) -> None:

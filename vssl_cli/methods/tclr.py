@@ -12,7 +12,9 @@ Views of one video: ``n_local`` local clips from consecutive, non-overlapping se
   n_local parts (one per local segment), each pooled and projected; part k and local
   clip k are positives, parts/clips q != k of the same video negatives; both directions,
   for both augmentations of each.
-Each loss has a weight; 0 switches it off (the paper's ablation). The encoder keeps
+Each loss has a weight; 0 switches it off (the paper's ablation). ``loss_scale`` sets how
+the terms add up: the paper sums L_LL and L_GL over the local clips (default), the
+official code sums them over the batch and the pairings and adds ``w_local_ic``. The encoder keeps
 temporal resolution to the end (strides 1,2,2,1: a 16-frame clip ends with 4 steps), so
 the global map has a step per local clip, as in the official code.
 """
@@ -40,7 +42,28 @@ class TCLRParams:
     w_ic: float = 1.0
     w_ll: float = 1.0
     w_gl: float = 1.0
+    # How the terms add up, per anchor, in units of one contrastive term:
+    # paper: L_LL and L_GL summed over the n_local clips (1 : n : 2n, 1 : 4 : 8 at n = 4);
+    # official: DAVEISHAN/TCLR's sums (L_LL over the batch, L_GL over its four pairings:
+    # 1 : B : 16); mean: every term a mean (1 : 1 : 2, vssl before this setting).
+    loss_scale: str = "paper"
+    # The official code's extra term (loss_ic1): NT-Xent across the batch between every
+    # pair of local clips, weight 1 there; 0 leaves it out, as the paper does.
+    w_local_ic: float = 0.0
     temporal_strides: tuple[int, ...] = (1, 2, 2, 1)
+
+    def validate(self):
+        if self.loss_scale not in ("paper", "official", "mean"):
+            raise ValueError("loss_scale must be paper, official or mean")
+
+    def check_maps(self, factors: dict[str, int], backbone: str) -> None:
+        steps = self.clip_len // factors["res5"]
+        if steps < self.n_local:
+            raise ValueError(
+                f"{backbone} with temporal_strides {list(self.temporal_strides)} leaves the "
+                f"{self.clip_len}-frame global clip {steps} time step(s) at res5, fewer than "
+                f"params.n_local = {self.n_local}: lengthen params.clip_len, lower "
+                "params.n_local or params.temporal_strides")
 
 
 def tclr_views(num_frames: int, clip_len: int, stride: int, n_local: int,
@@ -67,6 +90,18 @@ def global_local_loss(parts: torch.Tensor, local: torch.Tensor, tau: float) -> t
     losses = [info_nce(p, c, target, tau) + info_nce(c, p, target, tau)
               for p, c in zip(parts, local)]
     return torch.stack(losses).mean()
+
+
+def local_instance_loss(zl: torch.Tensor, gather, tau: float) -> tuple[torch.Tensor, int]:
+    """The official code's loss_ic1: NT-Xent across the batch between local clip k of one
+    augmentation and clip q of another (or the same, q != k), the same video positive.
+    ``zl`` (2, B, N, D). Returns (the mean over the pairs, the number of pairs); the
+    official code sums the pairs and divides by 4."""
+    n = zl.shape[2]
+    pairs = [(a, k, c, q) for a in range(2) for c in range(2) for k in range(n)
+             for q in range(n) if (a, k) != (c, q)]
+    loss = sum(nt_xent(gather(zl[a][:, k]), gather(zl[c][:, q]), tau) for a, k, c, q in pairs)
+    return loss / len(pairs), len(pairs)
 
 
 class TCLR(Method):
@@ -105,14 +140,19 @@ class TCLR(Method):
         zl = self._project(l_pooled).view(2, n, b, -1).transpose(1, 2)  # (2, B, N, D)
         parts = {}
         total = zg.new_zeros(())
+        ll_scale, gl_scale = {"paper": (n, n), "official": (b, 8),
+                              "mean": (1, 1)}[p.loss_scale]
         if p.w_ic:
             parts["ic"] = nt_xent(self.gather(zg[0]), self.gather(zg[1]), p.tau)
             total = total + p.w_ic * parts["ic"]
         if p.w_ll:
             parts["ll"] = local_local_loss(zl[0], zl[1], p.tau)
-            total = total + p.w_ll * parts["ll"]
+            total = total + p.w_ll * ll_scale * parts["ll"]
         if p.w_gl:
             parts["gl"] = sum(global_local_loss(zparts[i], zl[j], p.tau)
                               for i in range(2) for j in range(2)) / 4
-            total = total + p.w_gl * parts["gl"]
+            total = total + p.w_gl * gl_scale * parts["gl"]
+        if p.w_local_ic:
+            parts["local_ic"], pairs = local_instance_loss(zl, self.gather, p.tau)
+            total = total + p.w_local_ic * pairs / 4 * parts["local_ic"]
         return total, {k: float(v.detach()) for k, v in parts.items()}

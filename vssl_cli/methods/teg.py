@@ -37,6 +37,14 @@ class TeGParams:
     step_frames: int = 4           # frames per time step of the final map (strides 1,2,2,1)
     temporal_strides: tuple[int, ...] = (1, 2, 2, 1)
 
+    def check_maps(self, factors: dict[str, int], backbone: str) -> None:
+        if factors["res5"] != self.step_frames:
+            raise ValueError(
+                f"{backbone} with temporal_strides {list(self.temporal_strides)} makes one "
+                f"time step of res5 from {factors['res5']} frames, but params.step_frames is "
+                f"{self.step_frames}: set params.step_frames = {factors['res5']} (or change "
+                "params.temporal_strides)")
+
     def validate(self):
         if not 0 <= self.alpha <= 1:
             raise ValueError("alpha must be between 0 and 1")

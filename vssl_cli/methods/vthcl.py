@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vssl_cli.data.augment import apply
 from vssl_cli.data.samplers import clip_indices
 from vssl_cli.methods.base import Method
 from vssl_cli.models import STAGES, ProjectionHead, build_backbone
@@ -39,6 +40,20 @@ class VTHCLParams:
     bank_momentum: float = 0.5        # m in x_bank = m x_bank + (1 - m) x_current
     positive: str = "bank"            # bank: the counterpart's bank entry (CMC); current: its
     #                                   embedding in this batch (gradient to both encoders)
+    # SlowFast-style pathways keep time (TPN's r50f8s8: no temporal downsampling), so the
+    # 8-frame slow clip has 8 steps at res5 instead of one.
+    temporal_strides: tuple[int, ...] = (1, 1, 1, 1)
+    # Sec. 5.3: at alpha = 1 "both encoders see exactly the same input": the two clips share
+    # one augmentation (crop, flip, colour, blur) and differ only in tempo.
+    shared_aug: bool = True
+
+    def check_maps(self, factors: dict[str, int], backbone: str) -> None:
+        short = [lv for lv in self.levels if self.clip_len // factors[lv] < 1]
+        if short:
+            raise ValueError(
+                f"{backbone} makes one time step of {short[0]} from {factors[short[0]]} "
+                f"frames, more than the {self.clip_len}-frame slow clip: lengthen "
+                "params.clip_len or drop the level from params.levels")
 
     def validate(self):
         if self.alpha < 1 or self.stride % self.alpha:
@@ -92,10 +107,11 @@ class VTHCL(Method):
     Params = VTHCLParams
 
     def __init__(self, params: VTHCLParams, backbone, aug, temporal_strides=None):
-        super().__init__(params, backbone, aug, temporal_strides)
+        strides = tuple(temporal_strides or params.temporal_strides)
+        super().__init__(params, backbone, aug, strides)
         base_width = 0.25 if backbone.endswith("-tiny") else 1.0
         self.fast_encoder = build_backbone(backbone, width=base_width * params.fast_width,
-                                           temporal_strides=temporal_strides)
+                                           temporal_strides=strides)
         self.heads = torch.nn.ModuleDict({
             f"{path}_{level}": ProjectionHead(enc.stage_dims[level], params.proj_dim)
             for path, enc in zip(PATHWAYS, (self.encoder, self.fast_encoder))
@@ -121,8 +137,13 @@ class VTHCL(Method):
         p = self.params
         if not self.bank_size:
             raise RuntimeError("vthcl needs attach_dataset() before training")
-        slow, _ = self.augmented(batch["clips"][0], batch, gen)
-        fast, _ = self.augmented(batch["clips"][1], batch, gen)
+        slow, drawn = self.augmented(batch["clips"][0], batch, gen)
+        if p.shared_aug:
+            fast = apply(batch["clips"][1], drawn, self.aug, batch["valid_hw"].to(slow.device))
+            if self.channels_last:
+                fast = fast.contiguous(memory_format=torch.channels_last_3d)
+        else:
+            fast, _ = self.augmented(batch["clips"][1], batch, gen)
         z = {"slow": self.embed(self.encoder(slow), "slow"),
              "fast": self.embed(self.fast_encoder(fast), "fast")}
         index = batch["index"].to(slow.device)

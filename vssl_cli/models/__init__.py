@@ -19,7 +19,7 @@ BACKBONES = {**{name: (lambda spec: lambda **kw: ResNet(spec, **kw))(spec)
 FRAME_BACKBONES = {"resnet18", "resnet50"}   # 2D: every frame on its own (TCE)
 
 __all__ = ["BACKBONES", "FRAME_BACKBONES", "STAGES", "ProjectionHead", "build_backbone",
-           "backbone_names", "is_frame_backbone"]
+           "backbone_names", "is_frame_backbone", "temporal_factors"]
 
 
 def is_frame_backbone(name: str) -> bool:
@@ -42,3 +42,13 @@ def build_backbone(name: str, width: float | None = None,
     if temporal_strides is not None:
         kwargs["temporal_strides"] = tuple(temporal_strides)
     return BACKBONES[base](**kwargs)
+
+
+def temporal_factors(name: str, temporal_strides=None) -> dict[str, int]:
+    """Input frames per time step of each stage's map for backbone ``name`` (stem and stage
+    strides), known without building it: configurations are checked against it when they
+    are resolved."""
+    base = name.partition("-")[0]
+    if base not in SPECS:                      # C3D: the classic 1,2,2,2 after no stem stride
+        return dict(zip(STAGES, (1, 2, 4, 8)))
+    return SPECS[base].temporal_factors(tuple(temporal_strides) if temporal_strides else None)

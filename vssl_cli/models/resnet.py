@@ -4,6 +4,14 @@
 - ``r2plus1d18``: R(2+1)D-18, each 3x3x3 conv factorised into 1x3x3 then 3x1x1 with the
   mid width that keeps the parameter count (torchvision's ``r2plus1d_18`` layout).
 - ``r3d50``: 3D ResNet-50 with bottlenecks (Hara et al. 2018).
+- ``r3d50_slowonly``: the SlowOnly R-50 of SlowFast and TPN (``r50f8s8``): a 1x7x7
+  stem, no temporal downsampling anywhere, temporal kernels 3 only in res4/res5. An 8-frame
+  clip keeps its 8 steps to res5 (VTHCL's slow pathway).
+- ``r3d50_cvrl``: CVRL's R3D-50 (Qian et al. 2021; tensorflow/models
+  official/projects/video_ssl, also TeG's): a 5x7x7 stem conv with temporal stride 2 and
+  no temporal pooling, no later temporal downsampling, and SlowFast-style bottlenecks whose
+  first 1x1 conv is temporal (kernel 1 in res2/res3, 3 in res4/res5) before a 1x3x3 conv.
+  16 frames end as 8 steps at res5.
 - ``resnet18``/``resnet50``: 2D ResNets applied to every frame independently (TCE). They
   are the same code with temporal kernel and stride 1, which is exactly a per-frame 2D
   network (and BatchNorm over (B, T, H, W) equals BatchNorm2d over (B*T, H, W)).
@@ -67,13 +75,19 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, kind: str, cin: int, planes: int, stride, downsample: nn.Module | None):
+    def __init__(self, kind: str, cin: int, planes: int, stride, downsample: nn.Module | None,
+                 temporal_kernel: int = 0):
+        """``temporal_kernel`` > 0: SlowFast/CVRL style, the first conv is kx1x1 and the
+        second 1x3x3; 0: the 3x3x3 (or 2+1D) middle conv of ``kind``."""
         super().__init__()
         out = planes * self.expansion
-        self.conv1 = nn.Sequential(nn.Conv3d(cin, planes, 1, bias=False), _bn(planes),
-                                   nn.ReLU(inplace=True))
-        self.conv2 = nn.Sequential(_conv3x3(kind, planes, planes, stride, _mid(planes, planes)),
+        k = temporal_kernel
+        self.conv1 = nn.Sequential(nn.Conv3d(cin, planes, (max(k, 1), 1, 1),
+                                             padding=(max(k, 1) // 2, 0, 0), bias=False),
                                    _bn(planes), nn.ReLU(inplace=True))
+        middle = (_conv3x3("2d", planes, planes, stride) if k else
+                  _conv3x3(kind, planes, planes, stride, _mid(planes, planes)))
+        self.conv2 = nn.Sequential(middle, _bn(planes), nn.ReLU(inplace=True))
         self.conv3 = nn.Sequential(nn.Conv3d(planes, out, 1, bias=False), _bn(out))
         self.downsample = downsample
         self.relu = nn.ReLU(inplace=True)
@@ -88,14 +102,32 @@ class ResNetSpec:
     kind: str                       # "3d" | "2plus1d" | "2d"
     block: type
     layers: tuple[int, int, int, int]
-    stem: str                       # "r3d" | "r2plus1d" | "r3d50" | "2d"
+    stem: str                       # "r3d" | "r2plus1d" | "r3d50" | "cvrl" | "slowonly" | "2d"
     temporal_strides: tuple[int, int, int, int] = (1, 2, 2, 2)
+    # Bottlenecks only: the first conv's temporal kernel per stage (SlowFast/CVRL style);
+    # None keeps the 3x3x3 middle conv.
+    temporal_kernels: tuple[int, int, int, int] | None = None
+
+    @property
+    def stem_temporal_stride(self) -> int:
+        return {"r3d50": 2, "cvrl": 2}.get(self.stem, 1)
+
+    def temporal_factors(self, strides: tuple[int, ...] | None = None) -> dict[str, int]:
+        """How many input frames make one time step of each stage's map."""
+        factor, out = self.stem_temporal_stride, {}
+        for name, s in zip(STAGES, strides or self.temporal_strides):
+            factor *= s
+            out[name] = factor
+        return out
 
 
 SPECS = {
     "r3d18": ResNetSpec("3d", BasicBlock, (2, 2, 2, 2), "r3d"),
     "r2plus1d18": ResNetSpec("2plus1d", BasicBlock, (2, 2, 2, 2), "r2plus1d"),
     "r3d50": ResNetSpec("3d", Bottleneck, (3, 4, 6, 3), "r3d50"),
+    "r3d50_cvrl": ResNetSpec("3d", Bottleneck, (3, 4, 6, 3), "cvrl", (1, 1, 1, 1), (1, 1, 3, 3)),
+    "r3d50_slowonly": ResNetSpec("3d", Bottleneck, (3, 4, 6, 3), "slowonly", (1, 1, 1, 1),
+                                 (1, 1, 3, 3)),
     "resnet18": ResNetSpec("2d", BasicBlock, (2, 2, 2, 2), "2d", (1, 1, 1, 1)),
     "resnet50": ResNetSpec("2d", Bottleneck, (3, 4, 6, 3), "2d", (1, 1, 1, 1)),
 }
@@ -113,6 +145,14 @@ def _stem(kind: str, width: int) -> nn.Sequential:
                              _bn(mid), nn.ReLU(inplace=True),
                              nn.Conv3d(mid, width, (3, 1, 1), 1, (1, 0, 0), bias=False),
                              _bn(width), relu)
+    if kind == "slowonly":   # SlowOnly/TPN: 1x7x7 conv, no temporal pooling
+        return nn.Sequential(
+            nn.Conv3d(3, width, (1, 7, 7), (1, 2, 2), (0, 3, 3), bias=False), _bn(width), relu,
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
+    if kind == "cvrl":   # CVRL: 5x7x7 conv with temporal stride 2, no temporal pooling
+        return nn.Sequential(
+            nn.Conv3d(3, width, (5, 7, 7), (2, 2, 2), (2, 3, 3), bias=False), _bn(width), relu,
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)))
     kt = 7 if kind == "r3d50" else 1
     pool_t = 3 if kind == "r3d50" else 1
     return nn.Sequential(
@@ -157,8 +197,10 @@ class ResNet(StagedBackbone):
                 out = planes * spec.block.expansion
                 if b == 0 and (stride != (1, 1, 1) or cin != out):
                     down = nn.Sequential(nn.Conv3d(cin, out, 1, stride, bias=False), _bn(out))
+                kernel = {"temporal_kernel": spec.temporal_kernels[i]} \
+                    if spec.temporal_kernels else {}
                 blocks.append(spec.block(spec.kind, cin, planes, stride if b == 0 else (1, 1, 1),
-                                         down))
+                                         down, **kernel))
                 cin = out
             stages.append(nn.Sequential(*blocks))
             self.stage_dims[STAGES[i]] = cin
