@@ -63,9 +63,12 @@ evaluate = $(BIN)/vssl probe $(1) --data $(2) -o $(1)/probe-$(3) >/dev/null && \
 need-%:
 	@test -n "$($*)" || { echo "make: set $*=/path/to/$* (see the Makefile)" >&2; exit 2; }
 
-# Always run: extract itself skips what is already in the store.
+# Always run: extract itself skips what is already in the store. SHARD=K/N extracts one
+# of N parts (one machine of N, e.g. a SLURM array); a run without SHARD merges them.
+SHARD   ?=
 $(STORES): install
-	$(BIN)/vssl extract $(SOURCE) -o $@ --split $(SPLIT) $(EXTRACT) >/dev/null
+	$(BIN)/vssl extract $(SOURCE) -o $@ --split $(SPLIT) $(EXTRACT) \
+	  $(if $(SHARD),--shard $(SHARD)) >/dev/null
 $(RUNS)/ucf101.zarr: SOURCE = $(UCF101)
 $(RUNS)/hmdb51.zarr: SOURCE = $(HMDB51)
 $(RUNS)/k400.zarr: SOURCE = $(KINETICS)

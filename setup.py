@@ -21,6 +21,7 @@ setup(
         "zarr>=3.0,<4",
         "h5py>=3.8",
         "av>=14",                  # PyAV: decoding in-process, with its own ffmpeg libraries
+        "imagecodecs>=2024.1",     # --codec jpeg (libjpeg-turbo)
         "imageio-ffmpeg>=0.4.9",   # synth's encoder when no ffmpeg is on PATH
         "tqdm>=4.64",
         "rich>=13",
@@ -38,7 +39,10 @@ setup(
         "test": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17",
                  "scikit-video>=1.1", "tensorboard>=2.10"],
     },
-    entry_points={"console_scripts": ["vssl=vssl_cli.cli:main"]},
+    entry_points={"console_scripts": ["vssl=vssl_cli.cli:main"],
+                  # zarr-python reads --codec jpeg stores with no import of vssl
+                  "zarr.codecs": ["numcodecs.imagecodecs_jpeg = "
+                                  "vssl_cli.store.jpeg:ImagecodecsJpeg"]},
     scripts=[],
     data_files=[("share/man/man1", [str(p) for p in sorted(Path("man").glob("*.1"))])],
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering"],

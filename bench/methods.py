@@ -133,6 +133,9 @@ def main():
                     help="seeds trained at once, sharing the cores (train seconds then "
                          "measure one job's share of the machine)")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for every pretraining (repeatable), e.g. "
+                         "--set loss_scale='\"official\"' for TCLR's official scaling")
     args = ap.parse_args()
     work = Path(args.work)
     looks = ["--backgrounds", 1, "--shapes", 1, "--colours", 2] if args.appearance == "plain" \
@@ -150,7 +153,9 @@ def main():
 
     def common(name: str, seed: int) -> list:
         method = ["--method", name] if "--method" not in SETTINGS[name] else []
-        return [frames, "--recipe", recipe, *method, *SETTINGS[name], "--seed", seed, *loader]
+        sets = [a for kv in args.sets for a in ("--set", kv)]
+        return [frames, "--recipe", recipe, *method, *SETTINGS[name], *sets, "--seed", seed,
+                *loader]
 
     def epochs_of(name: str) -> int:
         return args.epochs * EPOCH_SCALE.get(name, 1)

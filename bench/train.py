@@ -37,11 +37,12 @@ from vssl_cli.store import open_store
 from vssl_cli.video.decode import DecodeParams, FrameDecoder
 
 
-def make_store(work: Path, videos: int, frames: int) -> tuple[Path, list[Path]]:
+def make_store(work: Path, videos: int, frames: int, codec: str = "auto"
+               ) -> tuple[Path, list[Path]]:
     paths = make_videos(work / "videos", videos, frames)
     store = work / "frames.zarr"
-    extract([str(work / "videos")], str(store), ExtractConfig(DecodeParams(short_side=128)),
-            workers=2)
+    extract([str(work / "videos")], str(store),
+            ExtractConfig(DecodeParams(short_side=128), codec=codec), workers=2)
     return store, paths
 
 
@@ -151,9 +152,10 @@ def main():
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--read-clips", type=int, default=200)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--codec", default="auto", help="the store's codec (e.g. jpeg)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store, paths = make_store(Path(tmp), args.videos, args.frames)
+        store, paths = make_store(Path(tmp), args.videos, args.frames, args.codec)
         config = config_for(args)
         full, data_wait = full_step_rate(store, config)
         alone, compute_s, augment_s = compute_only_rate(store, config, args.steps)

@@ -5,14 +5,8 @@ from pathlib import Path
 import pytest
 
 from vssl_cli.errors import UsageProblem
-from vssl_cli.video.datasets import (
-    IndexOptions,
-    VideoEntry,
-    assign_splits,
-    build_index,
-    detect_layout,
-    parse_list,
-)
+from vssl_cli.video.datasets import (IndexOptions, VideoEntry, assign_splits, build_index,
+                                     detect_layout, parse_list)
 
 
 def touch(path: Path) -> Path:

@@ -11,16 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import (
-    ROOT,
-    cli_frames,
-    ffmpeg,
-    make_video,
-    manifest_of,
-    real_footage,
-    run_vssl,
-    videos_table,
-)
+from conftest import (ROOT, cli_frames, ffmpeg, make_video, manifest_of, real_footage, run_vssl,
+                      videos_table)
 
 from vssl_cli.errors import VsslError
 from vssl_cli.store import open_store

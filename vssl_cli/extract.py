@@ -21,16 +21,11 @@ from typing import Callable
 
 import numpy as np
 
-from vssl_cli.artifacts import (
-    check_output,
-    digest,
-    exclusive_lock,
-    file_digest,
-    load_manifest,
-    new_manifest,
-    remove_stale_partials,
-)
+from vssl_cli.artifacts import (check_output, digest, exclusive_lock, file_digest, load_manifest,
+                                new_manifest, remove_stale_partials)
 from vssl_cli.errors import DecodeError, UsageProblem, VsslError
+from vssl_cli.shards import (in_shard, merge_shards, remove_merged, shard_store,
+                             shard_stores)
 from vssl_cli.store import backend_for, open_writer
 from vssl_cli.store.base import StoreWriter
 from vssl_cli.video.datasets import DatasetIndex, IndexOptions, VideoEntry, build_index
@@ -53,17 +48,23 @@ class ExtractConfig:
     chunk_frames: int | None = None   # None: the measured default of the backend
     index: IndexOptions = IndexOptions()
     reject_partial: bool = False      # damaged files: store their readable prefix, or not
+    quality: int | None = None        # --codec jpeg: its quality (default 90)
 
     def frame_params(self, backend: str) -> dict:
         """What determines the stored pixels; a store never mixes two of these."""
         from vssl_cli.store import DEFAULT_CHUNK_FRAMES, DEFAULT_CODECS, codecs_of
+        from vssl_cli.store.base import JPEG_SHARD_FRAMES
+        from vssl_cli.store.jpeg import DEFAULT_QUALITY
         codec = DEFAULT_CODECS[backend] if self.codec == "auto" else self.codec
         if codec not in codecs_of(backend):
             raise UsageProblem(f"codec {codec!r} is not available for {backend}; choose from "
                                f"{', '.join(codecs_of(backend))}")
-        return {**dataclasses.asdict(self.decode), "codec": codec,
-                "chunk_frames": self.chunk_frames or DEFAULT_CHUNK_FRAMES[backend],
-                "decoder": DECODER}
+        if self.quality is not None and codec != "jpeg":
+            raise UsageProblem(f"--quality is for --codec jpeg; {codec} is lossless")
+        lossy = {"quality": self.quality or DEFAULT_QUALITY} if codec == "jpeg" else {}
+        default_chunk = JPEG_SHARD_FRAMES if codec == "jpeg" else DEFAULT_CHUNK_FRAMES[backend]
+        return {**dataclasses.asdict(self.decode), "codec": codec, **lossy,
+                "chunk_frames": self.chunk_frames or default_chunk, "decoder": DECODER}
 
     def storing_as(self, previous: dict | None) -> "ExtractConfig":
         """Codec and chunk length the user left to us are the existing store's."""
@@ -72,7 +73,8 @@ class ExtractConfig:
             return self
         return dataclasses.replace(
             self, codec=frames.get("codec", self.codec) if self.codec == "auto" else self.codec,
-            chunk_frames=self.chunk_frames or frames.get("chunk_frames"))
+            chunk_frames=self.chunk_frames or frames.get("chunk_frames"),
+            quality=self.quality or (frames.get("quality") if self.codec == "auto" else None))
 
 
 @dataclasses.dataclass
@@ -171,7 +173,7 @@ def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, pa
         if decoder.partial and reject_partial:
             raise DecodeError(f"damaged ({decoder.warnings[0]}); rejected with "
                               "--reject-partial", entry.path)
-        record = {**base, "status": "ok", **_describe(decoder, params)}
+        record = {**base, "status": "ok", **_describe(decoder, params), **sink.measures()}
         with lock:
             sink.commit(record, np.asarray(decoder.timestamps))
         return record
@@ -221,7 +223,19 @@ def _manifest(config: dict, sources: list[str], table: list[dict], classes: list
         metrics={"videos": len(table), "videos_ok": len(ok), "videos_failed": len(table) - len(ok),
                  "frames": sum(r["frames"] for r in ok), "extracted_this_run": len(results),
                  "seconds_this_run": round(seconds, 3),
-                 "frames_per_second": round(decoded / seconds, 1) if results and seconds else None})
+                 "frames_per_second": round(decoded / seconds, 1) if results and seconds else None,
+                 **_lossy_metrics(ok)})
+
+
+def _lossy_metrics(ok: list[dict]) -> dict:
+    """A lossy store's frame-weighted mean PSNR and bytes per frame."""
+    measured = [r for r in ok if r.get("bytes_per_frame") is not None]
+    if not measured:
+        return {}
+    frames = sum(r["frames"] for r in measured)
+    return {"psnr": round(sum(r["psnr"] * r["frames"] for r in measured) / frames, 2),
+            "bytes_per_frame": round(sum(r["bytes_per_frame"] * r["frames"]
+                                         for r in measured) / frames, 1)}
 
 
 def _previous_manifest(output: str) -> dict | None:
@@ -255,20 +269,31 @@ def _is_store_without_manifest(path) -> bool:
 def extract(sources: list[str], output: str, cfg: ExtractConfig, *, workers: int = 1,
             force: bool = False, prune: bool = False, retry_errors: bool = False,
             verify: bool = False, dry_run: bool = False, stdin=None,
-            null_separated: bool = False, on_plan: Callable[[int], None] | None = None,
+            null_separated: bool = False, shard: tuple[int, int] | None = None,
+            on_plan: Callable[[int], None] | None = None,
             on_video: Callable[[dict], None] | None = None) -> ExtractResult:
     """Bring the store at ``output`` up to date with ``sources``.
 
     ``verify`` reads every chunk of every stored video and extracts again the videos
-    whose frames are missing or damaged. ``on_plan(n)`` is told how many videos will be
-    decoded, ``on_video(record)`` hears about each one as it finishes (progress bars
-    hang off these).
+    whose frames are missing or damaged. ``shard`` (k, n): extract only the k-th of n
+    deterministic parts of the sources, into a store of its own beside ``output``
+    (shards.py), so n machines fill one store at once; a run without ``shard`` merges
+    the finished parts. ``on_plan(n)`` is told how many videos will be decoded,
+    ``on_video(record)`` hears about each one as it finishes (progress bars hang off
+    these).
     """
     if "://" in output:
         raise UsageProblem("extract writes a local store; copy it to a URL afterwards "
                            "(readers open URLs)", output)
+    if shard is not None and (force or prune):
+        raise UsageProblem("--shard extracts one part of the sources; --force and --prune "
+                           "apply to the whole store (run them without --shard)")
     check_output(output, "frames", sources, also_ours=_is_store_without_manifest)
     target = os.path.realpath(output)   # a symlinked store is updated where it lives
+    if shard is not None:
+        part = shard_store(target, *shard)
+        check_output(part, "frames", sources, also_ours=_is_store_without_manifest)
+        output = target = str(part)
     backend = backend_for(output)
     previous = None if force else _previous_manifest(target)
     cfg = cfg.storing_as(previous)
@@ -279,23 +304,31 @@ def extract(sources: list[str], output: str, cfg: ExtractConfig, *, workers: int
     if previous is not None:
         _check_compatible(output, previous, frame_params)
     index = build_index(sources, cfg.index, stdin=stdin, null_separated=null_separated)
+    if shard is not None:
+        index = in_shard(index, *shard)
     if not index.entries:
         raise UsageProblem("no videos found in the given sources", " ".join(sources))
     if dry_run:
         return ExtractResult(output, {"would_extract": [e.id for e in index.entries]}, False)
-    if not (verify or prune) and _up_to_date(index, previous, config, sources, params_id,
-                                             retry_errors):
+    waiting = shard is None and bool(shard_stores(target))
+    if not (verify or prune or waiting) and _up_to_date(index, previous, config, sources,
+                                                         params_id, retry_errors):
         return ExtractResult(output, previous, built=False)   # nothing is touched
 
     with exclusive_lock(target):
         remove_stale_partials(target)    # of killed --force rebuilds
         writer = open_writer(target, frame_params["codec"], frame_params["chunk_frames"],
-                             fresh=force, identity=params_id)
+                             fresh=force, identity=params_id,
+                             quality=frame_params.get("quality"))
         try:
-            return _run(index, sources, output, writer, cfg, config, params_id, workers,
-                        previous, prune, retry_errors, verify, on_plan, on_video)
+            merged = merge_shards(target, writer, frame_params) if waiting else {}
+            result = _run(index, sources, output, writer, cfg, config, params_id, workers,
+                          previous, prune, retry_errors, verify, on_plan, on_video, merged)
         finally:
             writer.close()
+        if merged:
+            remove_merged(target, merged)
+        return result
 
 
 def _up_to_date(index, previous, config, sources, params_id, retry_errors) -> bool:
@@ -334,7 +367,8 @@ def _check_compatible(output: str, previous: dict, frame_params: dict) -> None:
 _WORKER: dict = {}
 
 
-def _init_worker(path: str, codec: str, chunk_frames: int) -> None:
+def _init_worker(path: str, codec: str, chunk_frames: int, quality: int | None,
+                 staging: str) -> None:
     """Set up an extraction worker process: its own store handle; it dies with its parent
     (no orphans after a SIGKILL) and leaves Ctrl-C to the parent, which stops the pool."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -343,7 +377,7 @@ def _init_worker(path: str, codec: str, chunk_frames: int) -> None:
         import ctypes
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)   # 1: PR_SET_PDEATHSIG
     from vssl_cli.store import attach_writer
-    _WORKER["writer"] = attach_writer(path, codec, chunk_frames)
+    _WORKER["writer"] = attach_writer(path, codec, chunk_frames, quality, staging)
 
 
 def worker_start_method() -> str:
@@ -367,13 +401,18 @@ class _Run:
 
     def __init__(self, index: DatasetIndex, sources, writer: StoreWriter,
                  cfg: ExtractConfig, config: dict, params_id: str, previous_manifest: dict | None,
-                 prune: bool, retry_errors: bool, verify: bool = False):
+                 prune: bool, retry_errors: bool, verify: bool = False,
+                 merged: dict | None = None):
+        """``merged``: shard stores merged into this one (path -> their records), whose
+        failures count as this store's own (not retried)."""
         self.index, self.sources, self.writer = index, sources, writer
         self.cfg, self.config, self.params_id = cfg, config, params_id
         self.started = time.monotonic()
         self.previous_manifest = previous_manifest
         previous = {r["id"]: r for r in
                     (self.previous_manifest or {}).get("outputs", {}).get("videos", [])}
+        for records in (merged or {}).values():
+            previous.update({r["id"]: r for r in records if r.get("status") != "ok"})
         done = writer.completed()
         if verify:
             done = self._verified(done)
@@ -474,7 +513,8 @@ class _Run:
             pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context(worker_start_method()),
                 initializer=_init_worker,
-                initargs=(self.writer.path, self.writer.codec, self.writer.chunk_frames))
+                initargs=(self.writer.path, self.writer.codec, self.writer.chunk_frames,
+                          self.writer.quality, getattr(self.writer, "staging", "incoming")))
             return pool, [pool.submit(_extract_in_worker, e, self.cfg.decode, self.params_id,
                                       threads, self.cfg.reject_partial)
                           for e in self.todo], True
@@ -486,9 +526,9 @@ class _Run:
 
 
 def _run(index, sources, output, writer, cfg, config, params_id, workers, previous, prune,
-         retry_errors, verify, on_plan, on_video) -> ExtractResult:
+         retry_errors, verify, on_plan, on_video, merged=None) -> ExtractResult:
     run = _Run(index, sources, writer, cfg, config, params_id, previous, prune, retry_errors,
-               verify)
+               verify, merged)
     if run.up_to_date():    # --verify or --prune found nothing to change
         writer.discard()
         return ExtractResult(output, run.previous_manifest, built=False)

@@ -6,18 +6,11 @@ import sys
 
 import click
 
-from vssl_cli.cli.common import (
-    SizeType,
-    dry_run_option,
-    emit,
-    force_option,
-    json_option,
-    log,
-    progress_bar,
-    workers_option,
-)
+from vssl_cli.cli.common import (SizeType, dry_run_option, emit, force_option, json_option, log,
+                                 progress_bar, workers_option)
 from vssl_cli.errors import VsslError
 from vssl_cli.extract import ExtractConfig, extract
+from vssl_cli.shards import parse_shard
 from vssl_cli.store import DEFAULT_CHUNK_FRAMES
 from vssl_cli.video.datasets import LAYOUTS, IndexOptions
 from vssl_cli.video.decode import DecodeParams
@@ -49,10 +42,14 @@ from vssl_cli.video.decode import DecodeParams
 @click.option("--max-frames", type=click.IntRange(1), default=None,
               help="Keep at most this many frames per video [default: all].")
 @click.option("--codec", default="auto", show_default=True,
-              help="Compression: Zarr blosc-lz4|blosc-zstd|zstd|gzip|none, "
-                   "HDF5 lzf|gzip|none; auto picks the measured best.")
+              help="Compression: Zarr blosc-lz4|blosc-zstd|zstd|gzip|none, HDF5 "
+                   "lzf|gzip|none, both jpeg (lossy, about the size of JPEG frame folders); "
+                   "auto keeps the store's, else the measured best lossless one.")
+@click.option("--quality", type=click.IntRange(1, 100), default=None,
+              help="JPEG quality of --codec jpeg [default: 90].")
 @click.option("--chunk-frames", type=click.IntRange(1), default=None,
-              help="Frames per storage chunk [default: measured best per backend: "
+              help="Frames per storage chunk (jpeg: per shard file, each frame its own "
+                   "chunk; default 256) [default: measured best per backend: "
                    + ", ".join(f"{b} {n}" for b, n in DEFAULT_CHUNK_FRAMES.items()) + "].")
 @workers_option(default=os.cpu_count() or 1, help="Videos decoded in parallel.")
 @click.option("--prune", is_flag=True, help="Remove videos no longer among the sources.")
@@ -66,15 +63,20 @@ from vssl_cli.video.decode import DecodeParams
 @click.option("--verify", is_flag=True,
               help="Read every chunk of every stored video and extract again those whose "
                    "frames are missing or do not decode.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Extract only the K-th of N deterministic parts of the sources (N "
+                   "machines at once, e.g. a SLURM array), into OUTPUT.shards/; a run "
+                   "without --shard merges the finished parts into OUTPUT.")
 @click.option("-0", "--null", "null_separated", is_flag=True,
               help="The list on standard input is NUL-separated paths (find -print0).")
 @force_option
 @dry_run_option
 @json_option
 def extract_command(sources, output, layout, annotations, split, video_root, test_fraction,
-                    fps, short_side, size, max_frames, codec, chunk_frames, workers, prune,
-                    retry_errors, strict, reject_partial, verify, null_separated, force,
-                    dry_run, as_json):
+                    fps, short_side, size, max_frames, codec, quality, chunk_frames, workers,
+                    prune,
+                    retry_errors, strict, reject_partial, verify, shard, null_separated,
+                    force, dry_run, as_json):
     """Decode SOURCES into a frame store at OUTPUT and print its path.
 
     SOURCES are video files, folders (searched recursively; UCF101, HMDB51 and
@@ -95,7 +97,8 @@ def extract_command(sources, output, layout, annotations, split, video_root, tes
     cfg = ExtractConfig(
         decode=DecodeParams(fps=fps, short_side=short_side or None, size=size,
                             max_frames=max_frames),
-        codec=codec, chunk_frames=chunk_frames, reject_partial=reject_partial,
+        codec=codec, quality=quality, chunk_frames=chunk_frames,
+        reject_partial=reject_partial,
         index=IndexOptions(layout=layout, annotations=annotations, split=split,
                            video_root=video_root, test_fraction=test_fraction))
     with progress_bar(total=0, desc="extract") as bar:
@@ -107,11 +110,12 @@ def extract_command(sources, output, layout, annotations, split, video_root, tes
         result = extract(list(sources), output, cfg, workers=workers, force=force, prune=prune,
                          retry_errors=retry_errors, verify=verify, dry_run=dry_run,
                          stdin=stdin, null_separated=null_separated,
+                         shard=parse_shard(shard) if shard else None,
                          on_plan=lambda n: bar.reset(total=n), on_video=on_video)
     if dry_run:
         ids = result.manifest["would_extract"]
         log.info("would consider %d videos for %s", len(ids), output)
-        emit(output, result.manifest, as_json)
+        emit(result.path if shard else output, result.manifest, as_json)
         return
     metrics = result.manifest["metrics"]
     table = result.manifest["outputs"]["videos"]
@@ -138,7 +142,7 @@ def extract_command(sources, output, layout, annotations, split, video_root, tes
     if strict and (metrics["videos_failed"] or partial):
         raise VsslError(f"{metrics['videos_failed']} video(s) failed, {len(partial)} damaged "
                         "(--strict)", output)
-    emit(output, result.manifest, as_json)
+    emit(result.path if shard else output, result.manifest, as_json)
 
 
 class _NullList:

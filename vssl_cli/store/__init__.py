@@ -35,19 +35,22 @@ def open_store(path: str | os.PathLike, manifest: dict | None = None) -> FrameSt
 
 
 def open_writer(path: str | os.PathLike, codec: str = "auto", chunk_frames: int | None = None,
-                fresh: bool = False, identity: str = "") -> StoreWriter:
+                fresh: bool = False, identity: str = "", quality: int | None = None,
+                staging: str = "incoming") -> StoreWriter:
     """A writer that resumes/extends the store at ``path``; ``fresh`` builds a new one
     beside it and swaps it in only on ``finish`` (``--force`` never loses the old store
     to an interrupted rebuild). ``identity`` (the frame parameters' digest) keeps a
-    half-built HDF5 file of other settings from being resumed."""
+    half-built HDF5 file of other settings from being resumed. ``quality``: the JPEG
+    quality of ``codec`` jpeg; ``staging``: the Zarr folder videos are built in."""
     backend = backend_for(path)
     codec = DEFAULT_CODECS[backend] if codec == "auto" else codec
     chunk_frames = chunk_frames or DEFAULT_CHUNK_FRAMES[backend]
     if backend == "hdf5":
         from vssl_cli.store.hdf5_store import Hdf5StoreWriter
-        return Hdf5StoreWriter(os.fspath(path), codec, chunk_frames, fresh, identity)
+        return Hdf5StoreWriter(os.fspath(path), codec, chunk_frames, fresh, identity, quality)
     from vssl_cli.store.zarr_store import ZarrStoreWriter
-    return ZarrStoreWriter(os.fspath(path), codec, chunk_frames, fresh)
+    return ZarrStoreWriter(os.fspath(path), codec, chunk_frames, fresh, quality=quality,
+                           staging=staging)
 
 
 def read_file_manifest(path: str) -> dict:
@@ -58,15 +61,17 @@ def read_file_manifest(path: str) -> dict:
     return read_manifest(path)
 
 
-def attach_writer(path: str, codec: str, chunk_frames: int):
+def attach_writer(path: str, codec: str, chunk_frames: int, quality: int | None = None,
+                  staging: str = "incoming"):
     """A writer in an extraction worker process, beside the one that opened the store at
     ``path`` (backends with ``worker_processes``): Zarr's commits into the store, HDF5's
     into a part file that the store's writer adopts."""
     if backend_for(path) == "hdf5":
         from vssl_cli.store.hdf5_store import Hdf5PartWriter
-        return Hdf5PartWriter(path, codec, chunk_frames)
+        return Hdf5PartWriter(path, codec, chunk_frames, quality)
     from vssl_cli.store.zarr_store import ZarrStoreWriter
-    return ZarrStoreWriter(path, codec, chunk_frames, attach=True)
+    return ZarrStoreWriter(path, codec, chunk_frames, attach=True, quality=quality,
+                           staging=staging)
 
 
 def codecs_of(backend: str) -> list[str]:
@@ -75,4 +80,4 @@ def codecs_of(backend: str) -> list[str]:
         from vssl_cli.store.hdf5_store import CODECS
     else:
         from vssl_cli.store.zarr_chunks import CODECS
-    return list(CODECS)
+    return [*CODECS, "jpeg"]

@@ -20,6 +20,8 @@ from vssl_cli.errors import VsslError
 # Chosen with bench/store.py (results in bench/results/store.json; README "Frame store").
 DEFAULT_CODECS = {"zarr": "blosc-lz4", "hdf5": "lzf"}
 DEFAULT_CHUNK_FRAMES = {"zarr": 16, "hdf5": 4}
+# --codec jpeg: frames per shard file (Zarr; every frame is its own chunk inside it).
+JPEG_SHARD_FRAMES = 256
 # A chunk holds fewer frames when its frames are large (4K at --short-side 0 is 25 MB a
 # frame): the writer keeps one chunk in memory, so this bounds extraction's memory.
 CHUNK_BYTES = 16 << 20
@@ -48,14 +50,17 @@ def even_timestamps(record: dict) -> np.ndarray:
     return np.arange(int(record["frames"])) / float(record.get("fps") or 25.0)
 
 
-def slab_plan(indices: np.ndarray) -> tuple[slice | np.ndarray, np.ndarray | None]:
-    """How to read ``indices``: one contiguous slab when they are dense, else sorted unique.
+def slab_plan(indices: np.ndarray, slabs: bool = True
+              ) -> tuple[slice | np.ndarray, np.ndarray | None]:
+    """How to read ``indices``: one contiguous slab when they are dense (and ``slabs``),
+    else sorted unique. A store whose chunks are single frames (JPEG) reads only the
+    frames asked for: a slab would decode the ones between them too.
 
     Returns (selection, take) where the caller reads ``selection`` and then, if ``take`` is
     not None, indexes the result with ``take`` to get frames in the requested order.
     """
     lo, hi = int(indices.min()), int(indices.max()) + 1
-    if hi - lo <= 4 * len(indices):
+    if slabs and hi - lo <= 4 * len(indices):
         return slice(lo, hi), indices - lo
     unique, inverse = np.unique(indices, return_inverse=True)
     return unique, (None if np.array_equal(unique, indices) else inverse)
@@ -97,9 +102,14 @@ class FrameStore(abc.ABC):
             return np.zeros((0, r["height"], r["width"], 3), np.uint8)
         if idx.min() < 0 or idx.max() >= n:
             raise VsslError(f"frame index out of range 0..{n - 1} for {video_id!r}", self.path)
-        selection, take = slab_plan(idx)
-        frames = self._read(self.record(video_id)["key"], selection)
+        key = self.record(video_id)["key"]
+        selection, take = slab_plan(idx, not self._frame_chunks(key))
+        frames = self._read(key, selection)
         return frames if take is None else frames[take]
+
+    def _frame_chunks(self, key: str) -> bool:
+        """Whether every frame of the video is a chunk of its own (a JPEG)."""
+        return False
 
     def timestamps(self, video_id: str) -> np.ndarray:
         """Each frame's presentation time in seconds (float64, one per frame): as decoded
@@ -140,6 +150,10 @@ class FrameStore(abc.ABC):
 class VideoSink(abc.ABC):
     """One video being written; invisible to readers until ``commit``."""
 
+    def measures(self) -> dict:
+        """Figures of what was stored (a lossy codec's PSNR and bytes per frame)."""
+        return {}
+
     @abc.abstractmethod
     def append(self, frames: np.ndarray) -> None: ...
 
@@ -163,8 +177,9 @@ class StoreWriter(abc.ABC):
     concurrent_videos = False
     worker_processes = False
 
-    def __init__(self, path: str, codec: str, chunk_frames: int):
+    def __init__(self, path: str, codec: str, chunk_frames: int, quality: int | None = None):
         self.path, self.codec, self.chunk_frames = os.fspath(path), codec, chunk_frames
+        self.quality = quality   # lossy codecs only
         self.final = self.path   # where the finished store must end up
 
     @abc.abstractmethod
@@ -183,6 +198,11 @@ class StoreWriter(abc.ABC):
 
     def adopt(self, key: str) -> None:
         """Take in a video that a worker process's writer committed."""
+
+    @abc.abstractmethod
+    def take(self, store: str, key: str) -> None:
+        """Take in a video committed to another finished store of this backend and these
+        frame parameters (a shard of a sharded extraction)."""
 
     @abc.abstractmethod
     def write_manifest(self, manifest: dict) -> None: ...

@@ -30,6 +30,7 @@ CODECS = {"lzf": {"compression": "lzf"}, "gzip": {"compression": "gzip", "compre
 MANIFEST_ATTR = "manifest"
 TIMESTAMPS = "timestamps"   # timestamps/<key>: each frame's presentation time (float64)
 ORIGIN_ATTR = "vssl_partial_of"   # on OUT.h5.partial: what it was started from
+JPEG_ROWS = 64                     # frames per HDF5 chunk of a JPEG dataset
 
 
 def _file_state(path: str) -> str:
@@ -75,13 +76,16 @@ class Hdf5FrameStore(FrameStore):
                             f"(videos/{key}); repair with vssl extract --verify", self.path)
         return videos[key]
 
+    def _frame_chunks(self, key):
+        return self._dataset(key).dtype == object
+
     def _video_of(self, key: str) -> str:
         return next((r["id"] for r in self.videos if r["key"] == key), key)
 
     def _read(self, key, selection):
         dataset = self._dataset(key)
         try:
-            return dataset[selection]
+            return read_frames(dataset, selection)
         except (OSError, ValueError) as e:   # a chunk that does not decode
             raise VsslError(f"video {self._video_of(key)!r}: a chunk does not decode "
                             f"({str(e).splitlines()[0]}); repair with vssl extract "
@@ -93,26 +97,71 @@ class Hdf5FrameStore(FrameStore):
 
 
 
-def _frames_dataset(group: h5py.Group, name: str, height: int, width: int,
-                    chunk_frames: int, codec: str) -> h5py.Dataset:
-    chunk = chunk_frames_for(chunk_frames, height, width)
-    # Fletcher-32 checksums every chunk: LZF has none, so a damaged chunk would otherwise
-    # decode into garbage frames without a word.
-    return group.create_dataset(
-        name, shape=(0, height, width, 3), maxshape=(None, height, width, 3), dtype="uint8",
-        chunks=(chunk, height, width, 3), fletcher32=True, **CODECS[codec])
+class _Frames:
+    """A video's frames in HDF5: a uint8 (T, H, W, 3) dataset chunked along time, or with
+    ``--codec jpeg`` one JPEG per frame in a variable-length uint8 dataset (store/jpeg.py),
+    every ``psnr_every``-th frame decoded again to measure what the JPEG kept."""
+
+    def __init__(self, group: h5py.Group, name: str, height: int, width: int,
+                 chunk_frames: int, codec: str, quality: int | None, psnr_every: int = 4):
+        self.codec, self.quality, self.psnr_every = codec, quality, psnr_every
+        self.frames, self.bytes, self.psnr_sum, self.psnr_count = 0, 0, 0.0, 0
+        if codec == "jpeg":
+            self.dataset = group.create_dataset(
+                name, shape=(0,), maxshape=(None,), dtype=h5py.vlen_dtype(np.uint8),
+                chunks=(JPEG_ROWS,))
+            self.dataset.attrs["codec"] = "jpeg"
+            self.dataset.attrs["frame_shape"] = [height, width, 3]
+            return
+        chunk = chunk_frames_for(chunk_frames, height, width)
+        # Fletcher-32 checksums every chunk: LZF has none, so a damaged chunk would
+        # otherwise decode into garbage frames without a word.
+        self.dataset = group.create_dataset(
+            name, shape=(0, height, width, 3), maxshape=(None, height, width, 3),
+            dtype="uint8", chunks=(chunk, height, width, 3), fletcher32=True,
+            **CODECS[codec])
+
+    def append(self, frames) -> None:
+        n = self.dataset.shape[0]
+        self.dataset.resize(n + len(frames), axis=0)
+        if self.codec != "jpeg":
+            self.dataset[n:] = frames
+            return
+        from vssl_cli.store import jpeg
+        blobs = np.empty(len(frames), dtype=object)
+        for i, frame in enumerate(frames):
+            blob = jpeg.encode(frame, self.quality)
+            if self.frames % self.psnr_every == 0:
+                self.psnr_sum += min(jpeg.psnr(jpeg.decode(blob), frame), 99.0)
+                self.psnr_count += 1
+            blobs[i] = np.frombuffer(blob, np.uint8)
+            self.bytes += len(blob)
+            self.frames += 1
+        self.dataset[n:] = blobs
+
+    def measures(self) -> dict:
+        if self.codec != "jpeg" or not self.frames:
+            return {}
+        return {"psnr": round(self.psnr_sum / max(1, self.psnr_count), 2),
+                "bytes_per_frame": round(self.bytes / self.frames, 1)}
+
+
+def read_frames(dataset: h5py.Dataset, selection) -> np.ndarray:
+    """Frames of a frames dataset (raw, or one JPEG per frame)."""
+    if dataset.dtype != object:
+        return dataset[selection]
+    from vssl_cli.store import jpeg
+    blobs = dataset[selection]
+    out = np.empty((len(blobs), *dataset.attrs["frame_shape"]), np.uint8)
+    for i, blob in enumerate(blobs):
+        jpeg.decode(blob.tobytes(), out=out[i])
+    return out
 
 
 def _put_timestamps(group: h5py.Group, name: str, timestamps) -> None:
     if name in group:
         del group[name]
     group.create_dataset(name, data=np.asarray(timestamps, dtype="<f8"))
-
-
-def _append(dataset: h5py.Dataset, frames) -> None:
-    n = dataset.shape[0]
-    dataset.resize(n + len(frames), axis=0)
-    dataset[n:] = frames
 
 
 def parts_folder(path: str) -> Path:
@@ -123,14 +172,17 @@ def parts_folder(path: str) -> Path:
 class _Hdf5Sink(VideoSink):
     def __init__(self, writer: "Hdf5StoreWriter", key, height, width):
         self.writer, self.key = writer, key
-        self.dataset = _frames_dataset(writer.incoming(key), key, height, width,
-                                       writer.chunk_frames, writer.codec)
+        self.frames = _Frames(writer.incoming(key), key, height, width, writer.chunk_frames,
+                              writer.codec, writer.quality)
 
     def append(self, frames):
-        _append(self.dataset, frames)
+        self.frames.append(frames)
+
+    def measures(self):
+        return self.frames.measures()
 
     def commit(self, record, timestamps=None):
-        self.dataset.attrs["record"] = json.dumps(record)
+        self.frames.dataset.attrs["record"] = json.dumps(record)
         if timestamps is not None:
             _put_timestamps(self.writer.file.require_group(TIMESTAMPS), self.key, timestamps)
         self.writer.publish(self.key)
@@ -145,17 +197,20 @@ class _PartSink(VideoSink):
     """One video in a file of its own, renamed into place when complete."""
 
     def __init__(self, folder: Path, key: str, height: int, width: int, chunk_frames: int,
-                 codec: str):
+                 codec: str, quality: int | None):
         self.final, self.temp = folder / f"{key}.h5", folder / f"{key}.h5.tmp"
         folder.mkdir(exist_ok=True)   # made by the first worker that needs it
         self.file = h5py.File(self.temp, "w")
-        self.dataset = _frames_dataset(self.file, "frames", height, width, chunk_frames, codec)
+        self.frames = _Frames(self.file, "frames", height, width, chunk_frames, codec, quality)
 
     def append(self, frames):
-        _append(self.dataset, frames)
+        self.frames.append(frames)
+
+    def measures(self):
+        return self.frames.measures()
 
     def commit(self, record, timestamps=None):
-        self.dataset.attrs["record"] = json.dumps(record)
+        self.frames.dataset.attrs["record"] = json.dumps(record)
         if timestamps is not None:
             _put_timestamps(self.file, "timestamps", timestamps)
         self.file.close()
@@ -170,24 +225,25 @@ class Hdf5PartWriter:
     """An extraction worker's writer: ``begin`` a video, and it lands in ``OUT.h5.parts/``
     for the store's writer to ``adopt``."""
 
-    def __init__(self, path: str, codec: str, chunk_frames: int):
+    def __init__(self, path: str, codec: str, chunk_frames: int, quality: int | None = None):
         self.folder, self.codec, self.chunk_frames = parts_folder(path), codec, chunk_frames
+        self.quality = quality
 
     def begin(self, key, height, width):
         return _PartSink(self.folder, check_key(key, str(self.folder)), height, width,
-                         self.chunk_frames, self.codec)
+                         self.chunk_frames, self.codec, self.quality)
 
 
 class Hdf5StoreWriter(StoreWriter):
     worker_processes = True
 
-    def __init__(self, path, codec, chunk_frames, fresh=False, identity=""):
+    def __init__(self, path, codec, chunk_frames, fresh=False, identity="", quality=None):
         """``identity``: the frame parameters' digest. A partial file is resumed only when
         it was made with the same ones, from the finished file as it is now."""
-        if codec not in CODECS:
+        if codec not in CODECS and codec != "jpeg":
             raise VsslError(f"codec {codec!r} is not available for HDF5; choose from "
-                            f"{', '.join(CODECS)}", path)
-        super().__init__(path, codec, chunk_frames)
+                            f"{', '.join([*CODECS, 'jpeg'])}", path)
+        super().__init__(path, codec, chunk_frames, quality)
         self.work = f"{self.path}.partial"
         self.origin = f"{identity}|{'' if fresh else _file_state(self.path)}"
         if fresh and os.path.exists(self.work):
@@ -253,6 +309,16 @@ class Hdf5StoreWriter(StoreWriter):
         self.publish(key)
         part.unlink()
 
+    def take(self, store, key):
+        """Copied in as stored (no recompression)."""
+        check_key(key, self.path)
+        with h5py.File(store, "r") as source:
+            source.copy(source["videos"][key], self.incoming(key), name=key)
+            if TIMESTAMPS in source and key in source[TIMESTAMPS]:
+                _put_timestamps(self.file.require_group(TIMESTAMPS), key,
+                                source[TIMESTAMPS][key][:])
+        self.publish(key)
+
     def publish(self, key: str) -> None:
         """Move a complete video from ``incoming`` to ``videos`` and make it durable."""
         if key in self.file["videos"]:
@@ -311,7 +377,7 @@ def verify_dataset(dataset: h5py.Dataset, frames: int) -> str | None:
     step = dataset.chunks[0] if dataset.chunks else 1
     for start in range(0, frames, step):
         try:
-            dataset[start:start + step]
-        except (OSError, ValueError) as e:
+            read_frames(dataset, slice(start, start + step))
+        except Exception as e:       # h5py's OSError, imagecodecs' JpegError
             return f"the chunk at frame {start} does not decode ({str(e).splitlines()[0]})"
     return None

@@ -156,6 +156,138 @@ def read_vector(folder: Path) -> np.ndarray | None:
     return np.frombuffer(data, "<f8")[:int(meta["shape"][0])].copy()
 
 
+NO_CHUNK = 2 ** 64 - 1      # an index entry of a shard without that chunk
+
+
+def _index_checked(index: np.ndarray) -> bytes:
+    """A shard index with its crc32c (zarr's ``index_codecs``: bytes, then crc32c)."""
+    return bytes(numcodecs.CRC32C().encode(index.astype("<u8").tobytes()))
+
+
+class JpegShardWriter:
+    """One video's frames as a time-sharded zarr v3 array of single-frame JPEG chunks
+    (store/jpeg.py). Frames are encoded as they arrive; a shard file is written when its
+    ``shard_frames`` are in (the last one holds the rest); ``zarr.json`` comes last.
+    Every ``psnr_every``-th frame is decoded again to measure what the JPEG kept."""
+
+    def __init__(self, folder: Path, height: int, width: int, shard_frames: int,
+                 quality: int, psnr_every: int = 4):
+        self.folder, self.shape = folder, (height, width)
+        self.shard_frames, self.quality, self.psnr_every = shard_frames, quality, psnr_every
+        self.blobs: list[bytes] = []
+        self.frames = self.shards = self.bytes = 0
+        self.psnr_sum, self.psnr_count = 0.0, 0
+        folder.mkdir(parents=True)
+
+    def append(self, frames: np.ndarray) -> None:
+        from vssl_cli.store import jpeg
+        for frame in frames:
+            blob = jpeg.encode(frame, self.quality)
+            if self.frames % self.psnr_every == 0:
+                self.psnr_sum += min(jpeg.psnr(jpeg.decode(blob), frame), 99.0)
+                self.psnr_count += 1
+            self.blobs.append(blob)
+            self.bytes += len(blob)
+            self.frames += 1
+            if len(self.blobs) == self.shard_frames:
+                self._write_shard()
+
+    def _write_shard(self) -> None:
+        index = np.full((self.shard_frames, 2), NO_CHUNK, np.uint64)
+        offset = 0
+        for i, blob in enumerate(self.blobs):
+            index[i] = (offset, len(blob))
+            offset += len(blob)
+        with open(self.folder / f"c.{self.shards}.0.0.0", "wb") as f:
+            f.write(b"".join(self.blobs))
+            f.write(_index_checked(index))
+        self.blobs, self.shards = [], self.shards + 1
+
+    @property
+    def psnr(self) -> float | None:
+        return round(self.psnr_sum / self.psnr_count, 2) if self.psnr_count else None
+
+    def close(self, attributes: dict) -> None:
+        from vssl_cli.store import jpeg
+        if self.blobs:
+            self._write_shard()
+        h, w = self.shape
+        write_json(self.folder / "zarr.json", {
+            "shape": [self.frames, h, w, 3], "data_type": "uint8",
+            "chunk_grid": {"name": "regular", "configuration": {
+                "chunk_shape": [self.shard_frames, h, w, 3]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "."}},
+            "fill_value": 0,
+            "codecs": [{"name": "sharding_indexed", "configuration": {
+                "chunk_shape": [1, h, w, 3], "codecs": [jpeg.codec_entry(self.quality)],
+                "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                                 {"name": "crc32c"}],
+                "index_location": "end"}}],
+            "attributes": attributes, "zarr_format": 3, "node_type": "array",
+            "storage_transformers": []})
+
+
+class JpegShardLayout:
+    """Direct reads of a sharded JPEG array: the shard's index (read once), then one
+    range read and one decode per frame asked for."""
+
+    def __init__(self, folder: Path, shape, shard_frames: int, separator: str):
+        self.folder, self.shape, self.chunk_frames = folder, tuple(shape), shard_frames
+        self.separator = separator
+        self._index: dict[int, np.ndarray] = {}
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.shape[0] // self.chunk_frames)
+
+    def _name(self, shard: int) -> str:
+        return self.separator.join(["c", str(shard), "0", "0", "0"])
+
+    def _shard_index(self, shard: int, f) -> np.ndarray:
+        if shard not in self._index:
+            size = self.chunk_frames * 16 + 4
+            f.seek(-size, os.SEEK_END)
+            tail = f.read(size)
+            if len(tail) != size or _index_checked(
+                    np.frombuffer(tail[:-4], "<u8")) != tail:
+                raise ChunkError(shard, f"shard {shard}'s index is damaged "
+                                        f"({self._name(shard)})")
+            self._index[shard] = np.frombuffer(tail[:-4], "<u8").reshape(-1, 2)
+        return self._index[shard]
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        from vssl_cli.store import jpeg
+        out = np.empty((len(indices), *self.shape[1:]), np.uint8)
+        which = indices // self.chunk_frames
+        for shard in np.unique(which):
+            shard = int(shard)
+            try:
+                f = open(self.folder / self._name(shard), "rb")
+            except FileNotFoundError:
+                raise ChunkError(shard, f"shard {shard} is missing "
+                                        f"({self._name(shard)})") from None
+            with f:
+                index = self._shard_index(shard, f)
+                for row in np.flatnonzero(which == shard):
+                    frame = int(indices[row]) - shard * self.chunk_frames
+                    offset, length = (int(v) for v in index[frame])
+                    if offset == NO_CHUNK:
+                        raise ChunkError(shard, f"frame {indices[row]} is missing from "
+                                                f"shard {shard} ({self._name(shard)})")
+                    f.seek(offset)
+                    try:
+                        jpeg.decode(f.read(length), out=out[row])
+                    except Exception as e:   # imagecodecs raises its own JpegError
+                        raise ChunkError(shard, f"frame {indices[row]} does not decode "
+                                                f"({self._name(shard)}: {e})") from None
+        return out
+
+    def chunk(self, index: int) -> np.ndarray:
+        """Every frame of shard ``index`` (verification)."""
+        start = index * self.chunk_frames
+        return self.read(np.arange(start, min(start + self.chunk_frames, self.shape[0])))
+
+
 class ChunkError(Exception):
     """A chunk file that is missing or does not decode: the store is damaged."""
 
@@ -197,7 +329,7 @@ class ChunkLayout:
         self.chunk_bytes = chunk_frames * int(np.prod(shape[1:]))
 
     @classmethod
-    def of(cls, folder: Path) -> "ChunkLayout | None":
+    def of(cls, folder: Path) -> "ChunkLayout | JpegShardLayout | None":
         """The layout of the array in ``folder``, or None when it is not one this reader
         knows (the caller then reads through zarr)."""
         try:
@@ -208,6 +340,15 @@ class ChunkLayout:
         chunks = meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape", [])
         names = [c.get("name") for c in meta.get("codecs", [])]
         encoding = meta.get("chunk_key_encoding", {})
+        if names == ["sharding_indexed"] and len(shape) == 4 and len(chunks) == 4:
+            inner = meta["codecs"][0].get("configuration", {})
+            from vssl_cli.store.jpeg import ZARR_NAME
+            if ([c.get("name") for c in inner.get("codecs", [])] == [ZARR_NAME]
+                    and inner.get("index_location") == "end"
+                    and list(inner.get("chunk_shape", [])) == [1, *shape[1:]]):
+                separator = encoding.get("configuration", {}).get("separator", "/")
+                return JpegShardLayout(folder, shape, int(chunks[0]), separator)
+            return None
         if (meta.get("zarr_format") != 3 or meta.get("data_type") != "uint8"
                 or meta.get("storage_transformers") or len(shape) != 4
                 or len(chunks) != 4 or list(chunks[1:]) != list(shape[1:])

@@ -19,15 +19,9 @@ import numpy as np
 from vssl_cli.artifacts import MANIFEST_NAME, parse_manifest, replace_path, umask, write_json_atomic
 from vssl_cli.errors import VsslError
 from vssl_cli.store.base import FrameStore, StoreWriter, VideoSink, check_key
-from vssl_cli.store.zarr_chunks import (
-    CODECS,
-    ChunkError,
-    ChunkLayout,
-    ChunkWriter,
-    ensure_group,
-    read_vector,
-    write_vector,
-)
+from vssl_cli.store.zarr_chunks import (CODECS, ChunkError, ChunkLayout, ChunkWriter,
+                                        JpegShardLayout, JpegShardWriter, ensure_group,
+                                        read_vector, write_vector)
 
 TIMESTAMPS = "timestamps"   # timestamps/<key>: each frame's presentation time (float64)
 
@@ -72,6 +66,9 @@ class ZarrFrameStore(FrameStore):
             self._layouts[key] = ChunkLayout.of(folder) if self.local else None
         return self._layouts[key]
 
+    def _frame_chunks(self, key):
+        return isinstance(self._layout(key), JpegShardLayout)
+
     def _video_of(self, key: str) -> str:
         return next((r["id"] for r in self.videos if r["key"] == key), key)
 
@@ -100,9 +97,21 @@ class ZarrFrameStore(FrameStore):
 class _ZarrSink(VideoSink):
     def __init__(self, writer: "ZarrStoreWriter", key: str, height: int, width: int):
         self.writer, self.key = writer, key
-        self.staging = Path(writer.path) / "incoming" / key
+        self.staging = Path(writer.path) / writer.staging / key
         shutil.rmtree(self.staging, ignore_errors=True)
-        self.array = ChunkWriter(self.staging, height, width, writer.chunk_frames, writer.codec)
+        if writer.codec == "jpeg":
+            self.array = JpegShardWriter(self.staging, height, width, writer.chunk_frames,
+                                         writer.quality)
+        else:
+            self.array = ChunkWriter(self.staging, height, width, writer.chunk_frames,
+                                     writer.codec)
+
+    def measures(self) -> dict:
+        """What a lossy codec kept: PSNR against the decoded frames, bytes per frame."""
+        if not isinstance(self.array, JpegShardWriter) or not self.array.frames:
+            return {}
+        return {"psnr": self.array.psnr,
+                "bytes_per_frame": round(self.array.bytes / self.array.frames, 1)}
 
     def append(self, frames):
         self.array.append(frames)
@@ -112,7 +121,7 @@ class _ZarrSink(VideoSink):
         self.array.close({"record": record})
         root = Path(self.writer.path)
         if timestamps is not None:
-            staged = root / "incoming" / f"{self.key}.t"
+            staged = root / self.writer.staging / f"{self.key}.t"
             shutil.rmtree(staged, ignore_errors=True)
             write_vector(staged, timestamps)
             replace_path(staged, root / TIMESTAMPS / self.key)
@@ -136,13 +145,16 @@ class ZarrStoreWriter(StoreWriter):
     concurrent_videos = True
     worker_processes = True   # a worker's video is committed into the store itself
 
-    def __init__(self, path, codec, chunk_frames, fresh=False, attach=False):
+    def __init__(self, path, codec, chunk_frames, fresh=False, attach=False, quality=None,
+                 staging="incoming"):
         """``attach``: another process's writer is working on this store (extraction worker
-        processes); use its staging area as it is."""
-        if codec not in CODECS:
+        processes); use its staging area as it is. ``staging``: the folder videos are built
+        in (one per shard when several machines fill the store at once)."""
+        if codec not in CODECS and codec != "jpeg":
             raise VsslError(f"codec {codec!r} is not available for Zarr; choose from "
-                            f"{', '.join(CODECS)}", path)
-        super().__init__(path, codec, chunk_frames)
+                            f"{', '.join([*CODECS, 'jpeg'])}", path)
+        super().__init__(path, codec, chunk_frames, quality)
+        self.staging = staging
         if attach:
             return
         if fresh:
@@ -156,9 +168,9 @@ class ZarrStoreWriter(StoreWriter):
         ensure_group(root)
         ensure_group(root / "videos")
         ensure_group(root / TIMESTAMPS)
-        shutil.rmtree(root / "incoming", ignore_errors=True)
+        shutil.rmtree(root / staging, ignore_errors=True)
         # Made once here: sinks of parallel workers creating it themselves would race.
-        ensure_group(root / "incoming")
+        ensure_group(root / staging)
 
     def completed(self):
         return completed_videos(self.path)
@@ -169,6 +181,14 @@ class ZarrStoreWriter(StoreWriter):
 
     def begin(self, key, height, width):
         return _ZarrSink(self, check_key(key, self.path), height, width)
+
+    def take(self, store, key):
+        """Renamed in (the shard sits beside the store: the same file system)."""
+        check_key(key, self.path)
+        for folder in (TIMESTAMPS, "videos"):          # timestamps first, as commit does
+            source = Path(store) / folder / key
+            if source.exists():
+                replace_path(source, Path(self.path) / folder / key)
 
     def delete(self, key):
         check_key(key, self.path)
