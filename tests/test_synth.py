@@ -122,3 +122,22 @@ def test_drift_changes_appearance_over_the_video_but_not_the_motion():
     assert note_a == note_b
     assert np.array_equal(a[0], b[0])                  # same start ...
     assert np.abs(a[-1].astype(int) - b[-1].astype(int)).mean() > 5   # ... other look at the end
+
+
+def test_photo_appearance_is_real_photographs_under_a_drifting_camera():
+    """Backgrounds come from scikit-image's sample photographs, panned slowly whatever the
+    class; sprites take any colour: appearance varies within a class and is shared across
+    classes, so only the shape's motion tells them apart."""
+    pytest.importorskip("skimage")
+    cfg = SynthConfig(classes=2, videos_per_class=3, frames=12, size=48, appearance="photo")
+    rng = np.random.default_rng(0)
+    first, _ = render("MoveRight", cfg, rng)
+    second, _ = render("MoveRight", cfg, rng)
+    corner = (slice(0, 8), slice(0, 8))       # the shape starts near the centre
+    assert not np.array_equal(first[0][corner], first[-1][corner])     # the camera moved
+    assert np.abs(first[0].astype(int) - second[0]).mean() > 10       # another photo/crop
+    assert first.std() > 30                                          # textured, real
+    assert "appearance" in cfg.recorded()
+    assert "appearance" not in SynthConfig().recorded()   # older datasets keep their id
+    with pytest.raises(VsslError, match="appearance"):
+        SynthConfig(appearance="cartoon").validate()

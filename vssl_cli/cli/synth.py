@@ -35,10 +35,15 @@ from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, SHAPES, SynthCon
 @click.option("--drift/--no-drift", default=False, show_default=True,
               help="Cross-fade each video's background and colours to others over its "
                    "length, so only motion stays the same within a video.")
+@click.option("--appearance", type=click.Choice(["synthetic", "photo"]), default="synthetic",
+              show_default=True,
+              help="photo: backgrounds are real photographs (scikit-image's samples) seen "
+                   "by a slowly drifting camera, sprites of any colour: appearance is shared "
+                   "across classes and varies within one, so only motion tells them apart.")
 @workers_option(default=2, help="Videos rendered and encoded in parallel.")
 @json_option
 def synth_command(out_dir, classes, order_free, videos_per_class, frames, size, fps, seed,
-                  backgrounds, shapes, colours, drift, workers, as_json):
+                  backgrounds, shapes, colours, drift, appearance, workers, as_json):
     """Write a small labelled video dataset to OUT_DIR and print its path.
 
     Classes differ only by motion (direction, rotation, zoom, order of two movements) of a
@@ -48,7 +53,7 @@ def synth_command(out_dir, classes, order_free, videos_per_class, frames, size, 
     """
     classes = classes or len(SynthConfig(order_free=order_free).class_pool())
     cfg = SynthConfig(classes, videos_per_class, frames, size, fps, seed, backgrounds, shapes,
-                      colours, drift, order_free)
+                      colours, drift, order_free, appearance)
     with progress_bar(classes * videos_per_class, "synth") as bar:
         path, built = synthesize(out_dir, cfg, workers, progress=bar.update)
     log.info("%s %s", "wrote" if built else "up to date:", path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -39,6 +40,50 @@ SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = ([230, 40, 40], [40, 220, 60], [50, 80, 240], [240, 230, 40], [240, 240, 240],
            [230, 60, 230])
 SPLITS = 3
+APPEARANCES = ("synthetic", "photo")
+# Colour photographs and textures that scikit-image's wheel ships (read as files, without
+# importing scikit-image).
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+          "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "color.png", "brick.png",
+          "grass.png", "gravel.png")
+DRIFT = 0.15       # the camera moves at most this share of the frame over a video
+
+
+@functools.cache
+def photos() -> tuple[np.ndarray, ...]:
+    """The sample photographs as float RGB arrays (grey textures repeated over 3 bands)."""
+    import importlib.util
+
+    from PIL import Image
+    spec = importlib.util.find_spec("skimage")
+    folder = Path(list(spec.submodule_search_locations)[0]) / "data" if spec else None
+    if folder is None or not all((folder / n).exists() for n in PHOTOS):
+        raise VsslError("--appearance photo needs the sample photographs that scikit-image "
+                        "ships: pip install scikit-image")
+    return tuple(np.asarray(Image.open(folder / n).convert("RGB"), np.float32)
+                 for n in PHOTOS)
+
+
+def photo_background(rng: np.random.Generator, size: int, frames: int) -> np.ndarray:
+    """(T, S, S, 3): a random crop of a random photograph, panned slowly in a random
+    direction over the video (a drifting camera, independent of the class)."""
+    from PIL import Image
+    photo = photos()[rng.integers(len(PHOTOS))]
+    h, w = photo.shape[:2]
+    view = int(rng.uniform(0.4, 0.8) * min(h, w))           # the crop, in photo pixels
+    travel = DRIFT * view * rng.uniform(0.3, 1.0)
+    angle = rng.uniform(0, 2 * np.pi)
+    dx, dy = travel * np.cos(angle), travel * np.sin(angle)
+    x0 = rng.uniform(max(0, -dx), w - view - max(0, dx))
+    y0 = rng.uniform(max(0, -dy), h - view - max(0, dy))
+    out = np.empty((frames, size, size, 3), np.float32)
+    for t in range(frames):
+        f = t / max(1, frames - 1)
+        box = (x0 + f * dx, y0 + f * dy, x0 + f * dx + view, y0 + f * dy + view)
+        crop = Image.fromarray(photo.astype(np.uint8)).resize(
+            (size, size), Image.BILINEAR, box=box)
+        out[t] = np.asarray(crop, np.float32)
+    return out * 0.8 + 20      # a little away from the sprites' saturated colours
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +99,11 @@ class SynthConfig:
     colours: int = len(COLOURS)   # a video's two colours come from the first N
     drift: bool = False           # appearance changes over each video (motion does not)
     order_free: bool = False      # only the ORDER_FREE classes
+    # synthetic: the textures and palette above; photo: real photographs (scikit-image's
+    # sample images) seen through a camera that drifts slowly, whatever the class, and
+    # sprites of any colour: appearance is shared across classes and differs within one,
+    # so only the shape's motion tells a class.
+    appearance: str = "synthetic"
 
     def validate(self):
         if not 1 <= self.classes <= len(self.class_pool()):
@@ -70,6 +120,10 @@ class SynthConfig:
             raise VsslError("--backgrounds must be 0 or more")
         if self.frames < 4:
             raise VsslError("--frames must be at least 4")
+        if self.appearance not in APPEARANCES:
+            raise VsslError(f"--appearance must be one of {', '.join(APPEARANCES)}")
+        if self.appearance == "photo":
+            photos()                       # a clear error now when they are missing
 
     def class_pool(self) -> tuple[str, ...]:
         return ORDER_FREE if self.order_free else tuple(CLASSES)
@@ -83,6 +137,8 @@ class SynthConfig:
         config = dataclasses.asdict(self)
         if not self.order_free:
             del config["order_free"]
+        if self.appearance == "synthetic":
+            del config["appearance"]
         return config
 
 
@@ -163,9 +219,15 @@ def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
            pool: list[np.ndarray] | None = None):
     """Frames (T, S, S, 3) uint8 for one video of ``class_name`` plus its annotation."""
     size, frames = cfg.size, cfg.frames
-    background = pool[rng.integers(len(pool))] if pool else _background(rng, size)
+    photo = cfg.appearance == "photo"
+    if photo:
+        moving = photo_background(rng, size, frames)
+        background = moving[0]
+        colours = rng.uniform(0, 255, (2, 3))                 # sprites of any colour
+    else:
+        background = pool[rng.integers(len(pool))] if pool else _background(rng, size)
+        colours = rng.choice(COLOURS[:cfg.colours], 2, replace=False)
     shape = SHAPES[rng.integers(cfg.shapes)]
-    colours = rng.choice(COLOURS[:cfg.colours], 2, replace=False)
     state, boundaries = _trajectory(CLASSES[class_name], frames, rng)
     fade = np.zeros(frames)
     if cfg.drift:     # cross-fade to a second background and a second pair of colours
@@ -181,6 +243,8 @@ def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
         ly = (-s * (gx - cx) + c * (gy - cy)) / scale
         mask = _inside(shape, lx, ly)
         w = fade[t]
+        if photo:
+            background = moving[t]
         frame = background * (1 - w) + end_background * w if w else background.copy()
         pair = colours * (1 - w) + end_colours * w if w else colours
         frame[mask & (lx >= 0)] = pair[0]
