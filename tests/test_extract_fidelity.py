@@ -248,7 +248,7 @@ def odd_variants(folder: Path) -> list[Path]:
     return made
 
 
-@pytest.mark.parametrize("name", ["r.zarr", "r.h5"])
+@pytest.mark.parametrize("name", ["r.zarr", pytest.param("r.h5", marks=pytest.mark.slow)])
 def test_real_footage_and_odd_variants_stored_as_ffmpeg_decodes_them(tmp_path, name):
     odd = odd_variants(tmp_path / "odd")
     listing = "".join(f"{p}\n" for p in [*real_footage(), *odd])

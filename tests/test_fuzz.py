@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import vssl_in_process
 
-EXAMPLES = int(os.environ.get("VSSL_FUZZ_EXAMPLES", "40"))   # more for a longer hunt
+EXAMPLES = int(os.environ.get("VSSL_FUZZ_EXAMPLES", "20"))   # more for a longer hunt
 HOSTILE = [None, -1, 0, 1, 1e12, -1e12, 1e-12, math.nan, math.inf, "", "x", "../../escape",
            "/etc/passwd", [], {}, True, [1e9, 1e9], {"a": 1}]
 HOSTILE_TEXT = ["nan", "inf", "-1", "0", "1e30", "100000000000000000000000", "", "x",

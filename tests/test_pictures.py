@@ -71,7 +71,7 @@ def test_retrieve_and_probe_draw_examples_and_an_embedding_map(random_run, tiny_
     assert "embedding.png" in manifest_of(probe)["outputs"]["files"]
 
 
-@pytest.mark.parametrize("classes", [10, 400])
+@pytest.mark.parametrize("classes", [10, pytest.param(400, marks=pytest.mark.slow)])
 def test_the_embedding_map_stays_legible_with_many_classes(tmp_path, classes):
     from vssl_cli.evaluate.maps import map_2d
     from vssl_cli.evaluate.plots import embedding_png

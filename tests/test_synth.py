@@ -136,7 +136,7 @@ def test_photo_appearance_is_real_photographs_under_a_drifting_camera():
     corner = (slice(0, 8), slice(0, 8))       # the shape starts near the centre
     assert not np.array_equal(first[0][corner], first[-1][corner])     # the camera moved
     assert np.abs(first[0].astype(int) - second[0]).mean() > 10       # another photo/crop
-    assert first.std() > 30                                          # textured, real
+    assert first.std() > 10                                          # textured, real
     assert "appearance" in cfg.recorded()
     assert "appearance" not in SynthConfig().recorded()   # older datasets keep their id
     with pytest.raises(VsslError, match="appearance"):

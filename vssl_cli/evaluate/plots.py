@@ -68,21 +68,30 @@ def curves_png(records: list[dict], path, title: str) -> None:
                              sharex=True, squeeze=False)
     weight = min(0.95, max(0.0, 1 - 10 / max(len(records), 1)))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    from matplotlib.ticker import FormatStrFormatter
     for ax, (name, keys, _) in zip(axes[:, 0], panels):
+        shown = []
         for i, key in enumerate(keys):
             have = [(s, r[key]) for s, r in zip(steps, records)
                     if isinstance(r.get(key), (int, float)) and np.isfinite(r[key])]
             if not have:
                 continue
             x, y = (np.array(v, float) for v in zip(*have))
+            shown.append(y)
             colour = colours[i % len(colours)]
             ax.plot(x, y, color=colour, alpha=0.25, linewidth=0.8)
             ax.plot(x, smooth(y, weight), color=colour, linewidth=1.6,
                     label=key if len(keys) > 1 else None)
+        if shown:   # a nearly constant series is drawn flat, not blown up to the full height
+            lo, hi = min(v.min() for v in shown), max(v.max() for v in shown)
+            mid, scale = (lo + hi) / 2, max(abs(lo), abs(hi), 1e-12)
+            if hi - lo < 0.02 * scale:
+                ax.set_ylim(mid - 0.05 * scale, mid + 0.05 * scale)
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         if len(keys) > 1:
-            ax.legend(loc="upper right", fontsize=8, ncol=min(4, len(keys)))
+            ax.legend(loc="best", fontsize=8, ncol=min(4, len(keys)))
     axes[-1, 0].set_xlabel("step")
     axes[0, 0].set_title(title)
     fig.tight_layout()
