@@ -71,10 +71,10 @@ class ExtractConfig:
         frames = (previous or {}).get("config", {}).get("frames", {})
         if previous is None or previous.get("kind") != "frames":
             return self
+        codec = frames.get("codec", self.codec) if self.codec == "auto" else self.codec
         return dataclasses.replace(
-            self, codec=frames.get("codec", self.codec) if self.codec == "auto" else self.codec,
-            chunk_frames=self.chunk_frames or frames.get("chunk_frames"),
-            quality=self.quality or (frames.get("quality") if self.codec == "auto" else None))
+            self, codec=codec, chunk_frames=self.chunk_frames or frames.get("chunk_frames"),
+            quality=self.quality or (frames.get("quality") if codec == "jpeg" else None))
 
 
 @dataclasses.dataclass

@@ -169,17 +169,23 @@ def parts_folder(path: str) -> Path:
     return Path(f"{path}.parts")
 
 
-class _Hdf5Sink(VideoSink):
-    def __init__(self, writer: "Hdf5StoreWriter", key, height, width):
-        self.writer, self.key = writer, key
-        self.frames = _Frames(writer.incoming(key), key, height, width, writer.chunk_frames,
-                              writer.codec, writer.quality)
+class _FramesSink(VideoSink):
+    """A sink that writes through ``self.frames`` (a ``_Frames``)."""
+
+    frames: _Frames
 
     def append(self, frames):
         self.frames.append(frames)
 
     def measures(self):
         return self.frames.measures()
+
+
+class _Hdf5Sink(_FramesSink):
+    def __init__(self, writer: "Hdf5StoreWriter", key, height, width):
+        self.writer, self.key = writer, key
+        self.frames = _Frames(writer.incoming(key), key, height, width, writer.chunk_frames,
+                              writer.codec, writer.quality)
 
     def commit(self, record, timestamps=None):
         self.frames.dataset.attrs["record"] = json.dumps(record)
@@ -193,7 +199,7 @@ class _Hdf5Sink(VideoSink):
             del incoming[self.key]
 
 
-class _PartSink(VideoSink):
+class _PartSink(_FramesSink):
     """One video in a file of its own, renamed into place when complete."""
 
     def __init__(self, folder: Path, key: str, height: int, width: int, chunk_frames: int,
@@ -202,12 +208,6 @@ class _PartSink(VideoSink):
         folder.mkdir(exist_ok=True)   # made by the first worker that needs it
         self.file = h5py.File(self.temp, "w")
         self.frames = _Frames(self.file, "frames", height, width, chunk_frames, codec, quality)
-
-    def append(self, frames):
-        self.frames.append(frames)
-
-    def measures(self):
-        return self.frames.measures()
 
     def commit(self, record, timestamps=None):
         self.frames.dataset.attrs["record"] = json.dumps(record)
