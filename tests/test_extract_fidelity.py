@@ -181,11 +181,16 @@ def test_four_k_at_full_size_keeps_memory_bounded(tmp_path):
               "extract([sys.argv[1]], sys.argv[2], ExtractConfig("
               "decode=DecodeParams(short_side=None)), workers=1)\n"
               "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
-    done = subprocess.run([sys.executable, "-c", script, str(src), str(tmp_path / "u.zarr")],
-                          capture_output=True, text=True, check=True, cwd=ROOT)
-    peak_mib = int(done.stdout.split()[-1])
-    assert videos_table(tmp_path / "u.zarr")["uhd"]["width"] == 3840
-    assert peak_mib < 700, peak_mib       # was 1.4 GB with 16-frame blocks and chunks
+    peaks = []
+    for attempt in range(2):     # a loaded CI host once measured 702 MiB where 230 is usual:
+        out = tmp_path / f"u{attempt}.zarr"      # a regression (1.4 GB) fails both runs
+        done = subprocess.run([sys.executable, "-c", script, str(src), str(out)],
+                              capture_output=True, text=True, check=True, cwd=ROOT)
+        peaks.append(int(done.stdout.split()[-1]))
+        assert videos_table(out)["uhd"]["width"] == 3840
+        if peaks[-1] < 700:
+            break
+    assert min(peaks) < 700, peaks       # was 1.4 GB with 16-frame blocks and chunks
 
 
 def test_interrupt_reaches_a_background_job_of_a_script(tmp_path):
