@@ -53,7 +53,10 @@ import resource, sys
 from vssl_cli.extract import ExtractConfig, extract
 from vssl_cli.video.decode import DecodeParams
 extract([sys.argv[1]], sys.argv[2], ExtractConfig(decode=DecodeParams(short_side=None)))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+try:        # this process's own peak: ru_maxrss would carry the parent's across fork+exec
+    print(int([l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]))
+except (OSError, IndexError):
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, save, top1_text
+from common import RESULTS, ROOT, save, top1_text
 
 # Synth videos have 48 frames: settings that fit them, per method (2 local clips for TCLR
 # and ctrlaug keep their cost per step within ~3x of SimCLR's on 2 CPU cores).
@@ -57,6 +57,29 @@ def summary(args, seeds: list[int], rows: dict) -> dict:
             "methods": rows}
 
 
+def earlier_rows(tag: str, args, seeds: list[int]) -> dict:
+    """The rows of an earlier run of the same setting, kept when this run covers other
+    methods (a run of one method must not erase the table's other rows)."""
+    path = RESULTS / f"{tag}.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    same = {k: v for k, v in summary(args, seeds, {}).items() if k != "methods"}
+    if any(old.get(k) != v for k, v in same.items()):
+        print(f"{path.name}: an earlier run with other settings; its rows are replaced",
+              file=sys.stderr)
+        return {}
+    return old["methods"]
+
+
+def code_version() -> str:
+    """The commit a row was measured with (``-dirty`` with uncommitted changes)."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout
+    return git("rev-parse", "--short", "HEAD").strip() + ("-dirty" if git("status", "-s",
+                                                                          "vssl_cli") else "")
+
+
 def method_row(per_seed: list[dict], randoms: list[tuple[str, dict]], epochs: int) -> dict:
     """One method's figures from its seeds' runs (``epochs`` each) and the (encoder key,
     metrics) of the random encoders of the same seeds."""
@@ -64,7 +87,7 @@ def method_row(per_seed: list[dict], randoms: list[tuple[str, dict]], epochs: in
         r["random"] = rand
     trained, rand = (mean_of([r[k] for r in per_seed]) for k in ("pretrained", "random"))
     # The fastest seed, like timed()'s best of n: the run least disturbed by the machine.
-    row = {"encoder": randoms[0][0], "epochs": epochs,
+    row = {"encoder": randoms[0][0], "epochs": epochs, "commit": code_version(),
            "train_seconds": min(r["train_seconds"] for r in per_seed),
            "pretrained": trained, "random": rand, "seeds": per_seed,
            "beats_random_top1": trained["top1"] > rand["top1"],
@@ -213,8 +236,8 @@ def main():
                 raise
         return key, result.result()
 
-    rows = {}
     tag = f"methods{'_' + args.tag if args.tag else ''}"
+    rows = earlier_rows(tag, args, seeds)
     pool = ThreadPoolExecutor(args.jobs)
     names = args.methods.split(",")
     jobs = {name: ([pool.submit(pretrained, name, s) for s in seeds],
