@@ -32,6 +32,10 @@ SETTINGS = {
     "supervised": [],      # not pretraining: the simclr encoder finetuned with the labels
     "simclr": [],
     "tclr": ["--set", "n_local=2", "--set", "stride=1", "--set", "temporal_strides=[1,2,2,1]"],
+    # DAVEISHAN/TCLR's scaling (sums over batch and pairings) and its extra local NT-Xent
+    "tclr-official": ["--method", "tclr", "--set", "n_local=2", "--set", "stride=1",
+                      "--set", "temporal_strides=[1,2,2,1]", "--set", 'loss_scale="official"',
+                      "--set", "w_local_ic=1"],
     "vthcl": ["--set", "stride=4", "--set", "alpha=2", "--set", "negatives=4096"],
     "ctrlaug": ["--set", "global_len=16", "--set", "n_local=2", "--set", "stride=1"],
     "teg": ["--set", "long_len=16", "--set", "alpha=0.9"],
