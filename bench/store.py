@@ -123,12 +123,8 @@ def lossy(work: Path, quality: int = 90, clips: int = 300) -> dict:
            "quality": quality, "bytes_per_frame": {}, "psnr_db": {}, "clips_per_s": {},
            "extract_s": stores}
     out["bytes_per_frame"]["rawframes"] = du(work / "rawframes") / frames
-    from vssl_cli.store.jpeg import psnr
-    # Per video: PSNR of every 4th frame together (one MSE), then the mean over videos:
-    # a frame JPEG keeps exactly (black) would otherwise count as infinitely good.
-    out["psnr_db"]["rawframes"] = float(np.mean([
-        psnr(read_rawframes_clip(work / "rawframes", i, range(0, len(v), 4)), v[::4])
-        for i, v in enumerate(videos)]))
+    out["psnr_db"]["rawframes"] = mean_psnr(
+        lambda i, frames: read_rawframes_clip(work / "rawframes", i, frames), videos)
     rng = np.random.default_rng(0)
     plan = []
     for _ in range(clips):
@@ -138,8 +134,8 @@ def lossy(work: Path, quality: int = 90, clips: int = 300) -> dict:
     for name in ("lossless.zarr", "jpeg.zarr", "jpeg.h5"):
         with open_store(work / name) as store:
             out["bytes_per_frame"][name] = du(work / name) / frames
-            out["psnr_db"][name] = float(np.mean([
-                psnr(store.read(i, range(0, len(v), 4)), v[::4]) for i, v in zip(ids, videos)]))
+            out["psnr_db"][name] = mean_psnr(lambda i, frames: store.read(ids[i], frames),
+                                             videos)
             best = 0.0
             for _ in range(3):                      # best of 3 passes
                 t0 = time.perf_counter()
@@ -170,12 +166,20 @@ def lossy(work: Path, quality: int = 90, clips: int = 300) -> dict:
     return out
 
 
+def mean_psnr(read, videos: list[np.ndarray]) -> float:
+    """PSNR of every 4th frame of each video together (one MSE per video), then the mean
+    over videos: a frame JPEG keeps exactly (black) would otherwise count as infinitely
+    good. ``read(index, frames)`` returns the stored frames of ``videos[index]``."""
+    from vssl_cli.store.jpeg import psnr
+    return float(np.mean([psnr(read(i, range(0, len(v), 4)), v[::4])
+                          for i, v in enumerate(videos)]))
+
+
 def quality_sweep(work: Path, qualities=range(86, 96)) -> dict:
     """Bytes per frame and PSNR of ``--codec jpeg`` (Zarr) at each quality next to rawframes
     at the same quality, on the same real footage: where the PSNR target can be met, and at
     what size. No timing, so it can run on a busy machine."""
     from vssl_cli.extract import ExtractConfig, extract
-    from vssl_cli.store.jpeg import psnr
     sources = real_footage()
     if not sources:
         return {"skipped": "no packaged footage"}
@@ -192,10 +196,8 @@ def quality_sweep(work: Path, qualities=range(86, 96)) -> dict:
                 workers=1)
         write_rawframes(raw, videos, q)
         with open_store(store) as s:
-            ours = float(np.mean([psnr(s.read(i, range(0, len(v), 4)), v[::4])
-                                  for i, v in zip(ids, videos)]))
-        theirs = float(np.mean([psnr(read_rawframes_clip(raw, i, range(0, len(v), 4)), v[::4])
-                                for i, v in enumerate(videos)]))
+            ours = mean_psnr(lambda i, frames: s.read(ids[i], frames), videos)
+        theirs = mean_psnr(lambda i, frames: read_rawframes_clip(raw, i, frames), videos)
         rows.append({"quality": q, "jpeg_zarr_bytes_per_frame": du(store) / frames,
                      "rawframes_bytes_per_frame": du(raw) / frames,
                      "jpeg_zarr_psnr_db": ours, "rawframes_psnr_db": theirs})

@@ -50,8 +50,9 @@ DRIFT = 0.15       # the camera moves at most this share of the frame over a vid
 
 
 @functools.cache
-def photos() -> tuple[np.ndarray, ...]:
-    """The sample photographs as float RGB arrays (grey textures repeated over 3 bands)."""
+def photos() -> tuple:
+    """The sample photographs as RGB PIL images (grey textures repeated over 3 bands),
+    decoded once per process."""
     import importlib.util
 
     from PIL import Image
@@ -60,8 +61,7 @@ def photos() -> tuple[np.ndarray, ...]:
     if folder is None or not all((folder / n).exists() for n in PHOTOS):
         raise VsslError("--appearance photo needs the sample photographs that scikit-image "
                         "ships: pip install scikit-image")
-    return tuple(np.asarray(Image.open(folder / n).convert("RGB"), np.float32)
-                 for n in PHOTOS)
+    return tuple(Image.open(folder / n).convert("RGB") for n in PHOTOS)
 
 
 def photo_background(rng: np.random.Generator, size: int, frames: int) -> np.ndarray:
@@ -69,7 +69,7 @@ def photo_background(rng: np.random.Generator, size: int, frames: int) -> np.nda
     direction over the video (a drifting camera, independent of the class)."""
     from PIL import Image
     photo = photos()[rng.integers(len(PHOTOS))]
-    h, w = photo.shape[:2]
+    w, h = photo.size
     view = int(rng.uniform(0.4, 0.8) * min(h, w))           # the crop, in photo pixels
     travel = DRIFT * view * rng.uniform(0.3, 1.0)
     angle = rng.uniform(0, 2 * np.pi)
@@ -80,9 +80,7 @@ def photo_background(rng: np.random.Generator, size: int, frames: int) -> np.nda
     for t in range(frames):
         f = t / max(1, frames - 1)
         box = (x0 + f * dx, y0 + f * dy, x0 + f * dx + view, y0 + f * dy + view)
-        crop = Image.fromarray(photo.astype(np.uint8)).resize(
-            (size, size), Image.BILINEAR, box=box)
-        out[t] = np.asarray(crop, np.float32)
+        out[t] = np.asarray(photo.resize((size, size), Image.BILINEAR, box=box), np.float32)
     return out * 0.8 + 20      # a little away from the sprites' saturated colours
 
 
