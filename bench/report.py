@@ -49,9 +49,10 @@ def rows() -> list[tuple[str, str, str, str]]:
                         f"{row['backbone']}, {g['size']} px)", "-",
                         f"{row['clips_per_s']:.0f} clips/s, {row['gpu_mem_mib']:.0f} MiB, "
                         f"data wait {row['data_wait']:.1%}", "-"))
-    # The main table, then reruns of some methods on longer schedules (methods_*ep.json).
+    # The main table, reruns of some methods on longer schedules (methods_*ep.json), then
+    # the photo benchmark (issue 26: motion separates the classes, appearance misleads).
     longer = sorted(p.stem for p in RESULTS.glob("methods_*ep.json"))
-    for m in filter(None, map(_load, ["methods", *longer])):
+    for m in filter(None, map(_load, ["methods", *longer, "methods_photo"])):
         for name, row in m["methods"].items():
             seeds = f", {len(m['seeds'])} seeds" if len(m.get("seeds", [0])) > 1 else ""
             epochs = row.get("epochs", m["epochs"])
