@@ -354,3 +354,16 @@ def test_absurd_manifest_values_are_refused_on_read(random_run, tiny_frames, tmp
         (frames / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(VsslError, match=rf"outputs.videos\[0\].{field}"):
             load_manifest(frames)
+
+
+@pytest.mark.parametrize("wall", [float("nan"), float("inf"), -5.0])
+def test_inspect_skips_a_training_time_that_is_no_duration(random_run, tmp_path, wall):
+    """A mutated ``metrics.wall_s`` (found by test_fuzz) is left out, not an internal error."""
+    run = tmp_path / "run"
+    shutil.copytree(random_run, run)
+    manifest = manifest_of(random_run)
+    manifest["metrics"]["wall_s"] = wall
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_vssl("inspect", run, check=0)
+    assert proc.returncode == 0 and "internal error" not in proc.stderr, proc.stderr
+    assert "training time" not in proc.stdout

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def _run_summary(console, folder: Path, manifest: dict) -> None:
         console.print("[bold]last record[/] " + escape(", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in last.items())))
     wall = manifest["metrics"].get("wall_s")
-    if isinstance(wall, (int, float)):
+    # A manifest is not trusted: NaN, infinity or a negative time is not a duration.
+    if isinstance(wall, (int, float)) and math.isfinite(wall) and wall >= 0:
         console.print(f"[bold]training time[/] {_duration(wall)}")
     pictures = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.png")
                       if not any(part.startswith(".") for part in p.relative_to(folder).parts))
