@@ -1,7 +1,7 @@
 """bench/results/README.md: every benchmark's headline figure as a ratio to its limit.
 
-Reads the JSON files the benchmarks wrote (extract, store, train, retrieval, methods, gpu) and
-writes one markdown table, so `make bench` ends with a readable summary.
+Reads the JSON files the benchmarks wrote (extract, store, train, retrieval, methods,
+shortcut, gpu) and writes one markdown table, so `make bench` ends with a readable summary.
 """
 from __future__ import annotations
 
@@ -60,6 +60,16 @@ def rows() -> list[tuple[str, str, str, str]]:
                         f"{seeds})", "random init, same encoder",
                         f"{top1_text(row, 'pretrained')} vs {top1_text(row, 'random')}",
                         "higher"))
+    # Which cue the features use (bench/shortcut.py): the same clips with motion removed.
+    for path in sorted(RESULTS.glob("shortcut_*.json")):
+        m = json.loads(path.read_text())
+        for name, r in m["means"].items():
+            out.append((f"{name} features, motion removed (still clips, {path.stem[9:]})",
+                        "the same clips moving",
+                        f"same-video R@1 {r['same_video_r1_still']:.2f} vs "
+                        f"{r['same_video_r1_moving']:.2f}, class 1-NN "
+                        f"{r['class_1nn_still']:.2f} vs {r['class_1nn_moving']:.2f}",
+                        "lower: motion used"))
     return out
 
 

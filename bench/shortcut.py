@@ -1,0 +1,154 @@
+"""Which cue tells an encoder's clips apart, appearance or motion? (issue 26, item 3)
+
+The instance task of SimCLR/CVRL (and of VTHCL's two tempos) asks: which clip in the batch
+comes from the same video as this one? Where every video has its own background, that can
+be answered without motion. This benchmark measures how much of each trained encoder's
+answer comes from appearance alone. For every test video it takes two clips, one at each end
+of the video (the hardest positive pair of the instance task: the camera has drifted
+furthest). Each clip is centre-cropped as in evaluation and encoded twice: as it is
+("moving"), and as its middle frame repeated for the clip's length ("still"), which keeps
+the appearance and removes all motion.
+
+- **same-video R@1**: each video's first clip retrieves its second among every test video's
+  second clips (cosine, features centred on the test set's mean). On moving clips, this is
+  how well the features solve the instance task across time. On still clips, it is how much
+  of that task appearance alone solves.
+- **class 1-NN**: each video's label predicted by its nearest other test video (the two
+  clips averaged). Comparing moving with still shows how much of the class information in
+  the features comes from motion. The classes of ``vssl synth`` differ only in motion, but
+  one frame still shows where the motion has taken the sprite (its place, size, angle), so
+  still clips keep some class information (random init: 0.44 on plain synth, chance 0.10).
+
+Random-init models give the floor of each figure. It measures the models a
+``bench/methods.py`` run left in its work folder; a later run with the same tag adds its
+models to the file's rows. Usage:
+
+    python bench/shortcut.py --store /tmp/vssl-bench-photo/frames.zarr \\
+        /tmp/vssl-bench-photo/{supervised,simclr,vthcl,random-simclr}{,-s1,-s2} --tag photo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from common import RESULTS, save
+from vssl_cli.data.dataset import ClipDataset, collate_clips
+from vssl_cli.evaluate.artifact import open_model
+from vssl_cli.evaluate.features import UniformViews, encode_clips
+
+
+def still(clip: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, H, W): the middle frame repeated T times (appearance without motion)."""
+    t = clip.shape[2]
+    return clip[:, :, t // 2:t // 2 + 1].expand_as(clip).contiguous()
+
+
+@torch.no_grad()
+def end_clip_features(model_dir: str, store: str, split: str) -> dict:
+    """Pooled features of each test video's first and last clip, moving and still."""
+    model = open_model(model_dir)
+    spec, encoder = model.spec, model.encoder().eval()
+    data = ClipDataset(store, UniformViews(spec["clip_len"], spec["stride"], 2), split)
+    out = {"moving": [], "still": [], "labels": []}
+    device = torch.device("cpu")
+    for batch in DataLoader(data, batch_size=16, collate_fn=collate_clips):
+        for kind, clips in (("moving", batch["clips"]),
+                            ("still", [still(c) for c in batch["clips"]])):
+            out[kind].append(encode_clips(encoder, clips, batch["valid_hw"], spec, device))
+        out["labels"].append(batch["labels"])
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def centred_unit(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    x = x - mean
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
+
+
+def same_video_r1(first: np.ndarray, second: np.ndarray) -> float:
+    """Fraction of videos whose first clip's nearest second clip is its own."""
+    sim = first @ second.T
+    return float((sim.argmax(1) == np.arange(len(first))).mean())
+
+
+def class_1nn(videos: np.ndarray, labels: np.ndarray) -> float:
+    """Leave-one-out 1-nearest-neighbour accuracy."""
+    sim = videos @ videos.T
+    np.fill_diagonal(sim, -np.inf)
+    return float((labels[sim.argmax(1)] == labels).mean())
+
+
+def measure(feats: dict) -> dict:
+    # Centred on the moving clips' mean for both kinds, so still clips are measured in the
+    # same coordinates as the features the evaluation sees.
+    mean = feats["moving"].reshape(-1, feats["moving"].shape[-1]).mean(0)
+    row = {}
+    for kind in ("moving", "still"):
+        f = centred_unit(feats[kind], mean)
+        row[f"same_video_r1_{kind}"] = same_video_r1(f[:, 0], f[:, 1])
+        row[f"class_1nn_{kind}"] = class_1nn(centred_unit(f.mean(1), 0), feats["labels"])
+    moving, stilled = (centred_unit(feats[k], mean) for k in ("moving", "still"))
+    row["cos_moving_still"] = float((moving * stilled).sum(-1).mean())
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="+", help="model artifacts (vssl pretrain / finetune)")
+    ap.add_argument("--store", required=True, help="the frame store they were trained on")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--tag", default="", help="bench/results/shortcut_TAG.json")
+    args = ap.parse_args()
+    torch.set_num_threads(1)     # a side measurement: leave the cores to any training
+    name = "shortcut" + (f"_{args.tag}" if args.tag else "")
+    rows = earlier_rows(RESULTS / f"{name}.json", args.store, args.split)
+    for path in args.models:
+        feats = end_clip_features(path, args.store, args.split)
+        rows[Path(path).name] = measure(feats)
+        print(Path(path).name, json.dumps({k: round(v, 3) for k, v in rows[Path(path).name]
+                                           .items()}), flush=True)
+    chance = {"same_video_r1": 1 / len(feats["labels"]),
+              "class_1nn": 1 / len(np.unique(feats["labels"]))}
+    means = seed_means(rows)
+    print(save(name, {"store": args.store, "split": args.split, "chance": chance,
+                      "means": means, "rows": rows}))
+    print(markdown_table(means))
+
+
+def markdown_table(means: dict) -> str:
+    lines = ["| features of | seeds | same-video R@1, moving | still | class 1-NN, moving "
+             "| still |", "|---|---|---|---|---|---|"]
+    for name in sorted(means, key=lambda n: n.startswith("random-")):   # trained, then random
+        r = means[name]
+        lines.append(f"| {name} | {r['seeds']} | {r['same_video_r1_moving']:.3f} | "
+                     f"{r['same_video_r1_still']:.3f} | {r['class_1nn_moving']:.3f} | "
+                     f"{r['class_1nn_still']:.3f} |")
+    return "\n".join(lines)
+
+
+def earlier_rows(path: Path, store: str, split: str) -> dict:
+    """The rows of an earlier run on the same store and split: a run adds its models to
+    them (a model measured again replaces its row)."""
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    same = old.get("store") == store and old.get("split") == split
+    return old["rows"] if same else {}
+
+
+def seed_means(rows: dict) -> dict:
+    """Each figure averaged over a run's seeds (bench/methods.py names them X, X-s1, ...)."""
+    groups: dict[str, list[dict]] = {}
+    for name, row in rows.items():
+        groups.setdefault(re.sub(r"-s\d+$", "", name), []).append(row)
+    return {name: {k: float(np.mean([r[k] for r in group])) for k in group[0]}
+            | {"seeds": len(group)} for name, group in groups.items()}
+
+
+if __name__ == "__main__":
+    main()
