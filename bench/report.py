@@ -64,7 +64,8 @@ def rows() -> list[tuple[str, str, str, str]]:
     for path in sorted(RESULTS.glob("shortcut_*.json")):
         m = json.loads(path.read_text())
         for name, r in m["means"].items():
-            out.append((f"{name} features, motion removed (still clips, {path.stem[9:]})",
+            out.append((f"{name} features, motion removed (still clips, "
+                        f"{path.stem.removeprefix('shortcut_')})",
                         "the same clips moving",
                         f"same-video R@1 {r['same_video_r1_still']:.2f} vs "
                         f"{r['same_video_r1_moving']:.2f}, class 1-NN "

@@ -41,6 +41,7 @@ from common import RESULTS, save
 from vssl_cli.data.dataset import ClipDataset, collate_clips
 from vssl_cli.evaluate.artifact import open_model
 from vssl_cli.evaluate.features import UniformViews, encode_clips
+from vssl_cli.evaluate.retrieval import nearest, recall_at
 
 
 def still(clip: torch.Tensor) -> torch.Tensor:
@@ -65,35 +66,33 @@ def end_clip_features(model_dir: str, store: str, split: str) -> dict:
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 
-def centred_unit(x: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    x = x - mean
+def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
 
 
 def same_video_r1(first: np.ndarray, second: np.ndarray) -> float:
     """Fraction of videos whose first clip's nearest second clip is its own."""
-    sim = first @ second.T
-    return float((sim.argmax(1) == np.arange(len(first))).mean())
+    own = np.arange(len(first))
+    return recall_at(own, own, nearest(first, second, 1)[1], ks=(1,))["R@1"]
 
 
 def class_1nn(videos: np.ndarray, labels: np.ndarray) -> float:
-    """Leave-one-out 1-nearest-neighbour accuracy."""
-    sim = videos @ videos.T
-    np.fill_diagonal(sim, -np.inf)
-    return float((labels[sim.argmax(1)] == labels).mean())
+    """Leave-one-out 1-nearest-neighbour accuracy: each video's nearest other video."""
+    idx = nearest(videos, videos, 2)[1]
+    other = np.where(idx[:, 0] == np.arange(len(videos)), idx[:, 1], idx[:, 0])
+    return recall_at(labels, labels, other[:, None], ks=(1,))["R@1"]
 
 
 def measure(feats: dict) -> dict:
     # Centred on the moving clips' mean for both kinds, so still clips are measured in the
     # same coordinates as the features the evaluation sees.
     mean = feats["moving"].reshape(-1, feats["moving"].shape[-1]).mean(0)
+    clips = {kind: unit(feats[kind] - mean) for kind in ("moving", "still")}
     row = {}
-    for kind in ("moving", "still"):
-        f = centred_unit(feats[kind], mean)
+    for kind, f in clips.items():
         row[f"same_video_r1_{kind}"] = same_video_r1(f[:, 0], f[:, 1])
-        row[f"class_1nn_{kind}"] = class_1nn(centred_unit(f.mean(1), 0), feats["labels"])
-    moving, stilled = (centred_unit(feats[k], mean) for k in ("moving", "still"))
-    row["cos_moving_still"] = float((moving * stilled).sum(-1).mean())
+        row[f"class_1nn_{kind}"] = class_1nn(f.mean(1), feats["labels"])
+    row["cos_moving_still"] = float((clips["moving"] * clips["still"]).sum(-1).mean())
     return row
 
 
@@ -109,9 +108,9 @@ def main() -> None:
     rows = earlier_rows(RESULTS / f"{name}.json", args.store, args.split)
     for path in args.models:
         feats = end_clip_features(path, args.store, args.split)
-        rows[Path(path).name] = measure(feats)
-        print(Path(path).name, json.dumps({k: round(v, 3) for k, v in rows[Path(path).name]
-                                           .items()}), flush=True)
+        model = Path(path).name
+        rows[model] = measure(feats)
+        print(model, json.dumps({k: round(v, 3) for k, v in rows[model].items()}), flush=True)
     chance = {"same_video_r1": 1 / len(feats["labels"]),
               "class_1nn": 1 / len(np.unique(feats["labels"]))}
     means = seed_means(rows)
