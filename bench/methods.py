@@ -42,6 +42,19 @@ SETTINGS = {
     "teg-ps": ["--method", "teg", "--set", "long_len=16", "--set", "alpha=0.0"],
     "tce": ["--backbone", "resnet18-tiny", "--set", "negatives=64", "--set", "window=4"],
 }
+# Issue 26's ablations: a method with one loss term switched off (weight 0), run by name
+# (--methods ctrlaug-no-td,...); each has its own run folders and row. TeG-PS is TeG
+# without its fine-grained term; teg-fine keeps only that term.
+ABLATIONS = {
+    **{f"tclr-no-{t}": ["--method", "tclr", *SETTINGS["tclr"], "--set", f"w_{t}=0"]
+       for t in ("ic", "ll", "gl")},
+    **{f"ctrlaug-no-{t}": ["--method", "ctrlaug", *SETTINGS["ctrlaug"], "--set", f"w_{t}=0"]
+       for t in ("rc", "mi", "td")},
+    "teg-fine": ["--method", "teg", "--set", "long_len=16", "--set", "alpha=1.0"],
+    # VTHCL's contrast at res5 only (its levels res3 and res4 weighted 0)
+    "vthcl-res5": ["--method", "vthcl", *SETTINGS["vthcl"], "--set", "level_weights=[0,0,1]"],
+}
+RUNNABLE = {**SETTINGS, **ABLATIONS}
 EVAL = ["--clip-len", "8", "--stride", "2"]
 # Epochs relative to --epochs, so that every method puts about as many frames through its
 # encoder: a TCE step sees 2 frames of each video (anchor and positive), a SimCLR step 2
@@ -149,7 +162,8 @@ def main():
     ap.add_argument("--videos-per-class", type=int, default=40)
     ap.add_argument("--methods", default=",".join(m for m in SETTINGS if m != "supervised"),
                     help="comma-separated; 'supervised' adds the same encoder trained with "
-                         "the labels (what the data allows)")
+                         "the labels (what the data allows); ablations (one loss term off): "
+                         + ", ".join(ABLATIONS))
     ap.add_argument("--appearance", choices=["plain", "varied", "photo"], default="plain",
                     help="plain: one background, shape and colour pair for every video, so "
                          "only motion tells videos apart; varied: synth's defaults; photo: "
@@ -169,6 +183,9 @@ def main():
                     help="a config override for every pretraining (repeatable), e.g. "
                          "--set loss_scale='\"official\"' for TCLR's official scaling")
     args = ap.parse_args()
+    unknown = [m for m in args.methods.split(",") if m not in RUNNABLE]
+    if unknown:
+        ap.error(f"unknown method {unknown[0]!r}; choose from {', '.join(RUNNABLE)}")
     work = Path(args.work)
     looks = {"plain": ["--backgrounds", 1, "--shapes", 1, "--colours", 2], "varied": [],
              "photo": ["--appearance", "photo"]}[args.appearance]
@@ -184,9 +201,9 @@ def main():
     loader = ["-j", "1"] if args.jobs > 1 else []
 
     def common(name: str, seed: int) -> list:
-        method = ["--method", name] if "--method" not in SETTINGS[name] else []
+        method = ["--method", name] if "--method" not in RUNNABLE[name] else []
         sets = [a for kv in args.sets for a in ("--set", kv)]
-        return [frames, "--recipe", recipe, *method, *SETTINGS[name], *sets, "--seed", seed,
+        return [frames, "--recipe", recipe, *method, *RUNNABLE[name], *sets, "--seed", seed,
                 *loader]
 
     def epochs_of(name: str) -> int:
@@ -241,23 +258,26 @@ def main():
         return key, result.result()
 
     tag = f"methods{'_' + args.tag if args.tag else ''}"
-    rows = earlier_rows(tag, args, seeds)
+    mine = {}
     pool = ThreadPoolExecutor(args.jobs)
     names = args.methods.split(",")
     jobs = {name: ([pool.submit(pretrained, name, s) for s in seeds],
                    [pool.submit(random_init, name, s) for s in seeds]) for name in names}
     try:
         for name in names:
-            rows[name] = method_row([f.result() for f in jobs[name][0]],
+            mine[name] = method_row([f.result() for f in jobs[name][0]],
                                     [f.result() for f in jobs[name][1]], epochs_of(name))
-            print(f"{name}: {json.dumps(rows[name])}", flush=True)
-            save(tag, summary(args, seeds, rows))   # after every method: a long run keeps its rows
+            print(f"{name}: {json.dumps(mine[name])}", flush=True)
+            # After every method, so a long run keeps its rows; the file is read again
+            # each time, so runs of other methods at the same time keep theirs.
+            rows = {**earlier_rows(tag, args, seeds), **mine}
+            save(tag, summary(args, seeds, rows))
     except BaseException:
         # A failed or interrupted run: drop the queued ones instead of running them for hours.
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
-    print(markdown_table(rows, args.epochs))
+    print(markdown_table({**earlier_rows(tag, args, seeds), **mine}, args.epochs))
 
 
 if __name__ == "__main__":
