@@ -50,13 +50,16 @@ def rows() -> list[tuple[str, str, str, str]]:
                         f"{row['clips_per_s']:.0f} clips/s, {row['gpu_mem_mib']:.0f} MiB, "
                         f"data wait {row['data_wait']:.1%}", "-"))
     # The main table, reruns of some methods on longer schedules (methods_*ep.json), then
-    # the photo benchmark (issue 26: motion separates the classes, appearance misleads).
+    # the photo benchmark (issue 26: motion separates the classes, appearance misleads) and
+    # its order-free subset (the test for TCE, a frame model).
     longer = sorted(p.stem for p in RESULTS.glob("methods_*ep.json"))
-    for m in filter(None, map(_load, ["methods", *longer, "methods_photo"])):
+    for m in filter(None, map(_load, ["methods", *longer, "methods_photo",
+                                      "methods_photo_orderfree"])):
         for name, row in m["methods"].items():
             seeds = f", {len(m['seeds'])} seeds" if len(m.get("seeds", [0])) > 1 else ""
             epochs = row.get("epochs", m["epochs"])
-            out.append((f"{name} linear probe (synth, {m['appearance']}, {epochs} epochs"
+            subset = ", order-free" if m.get("order_free") else ""
+            out.append((f"{name} linear probe (synth, {m['appearance']}{subset}, {epochs} epochs"
                         f"{seeds})", "random init, same encoder",
                         f"{top1_text(row, 'pretrained')} vs {top1_text(row, 'random')}",
                         "higher"))
