@@ -51,10 +51,23 @@ def test_curves_hold_every_kind_of_number(tmp_path):
                 "clips_per_s": 80 + rng.normal(0, 5), "data_wait": 0.05}
                for s in range(10, 2001, 10)]
     curves_png(records, tmp_path / "c.png", "tclr (r3d18), step 2000 of 2000")
-    assert png_size(tmp_path / "c.png")[1] > 4 * 200        # four panels
+    assert png_size(tmp_path / "c.png")[1] > 5 * 200        # five panels
     values = np.array([1.0] * 5 + [3.0] * 5)
     assert smooth(values, 0.0).tolist() == values.tolist()
     assert smooth(values, 0.9)[0] == 1.0                     # debiased start
+
+
+def test_the_weighted_total_does_not_flatten_the_terms():
+    """TCLR's official scaling puts its total near 40 with terms near 1-4: they get a panel
+    of their own; a method that logs only its loss keeps one loss panel."""
+    from vssl_cli.evaluate.plots import curve_panels
+    records = [{"step": 10, "loss": 41.6, "ic": 3.0, "ll": 1.15, "gl": 1.4, "local_ic": 3.0,
+                "lr": 1e-3}]
+    names = [(title, keys) for title, keys, _ in curve_panels(records)]
+    assert names[:2] == [("loss (weighted total)", ["loss"]),
+                         ("loss terms", ["gl", "ic", "ll", "local_ic"])]
+    assert names[2] == ("learning rate", ["lr"])
+    assert [t for t, _, _ in curve_panels([{"step": 1, "loss": 2.0}])] == ["loss"]
 
 
 def test_retrieve_and_probe_draw_examples_and_an_embedding_map(random_run, tiny_frames,

@@ -54,16 +54,27 @@ CURVE_PANELS = [("learning rate", ["lr"], False), ("clips / s", ["clips_per_s"],
 NOT_LOSSES = {"step", "epoch", "lr", "clips_per_s", "data_wait", "gpu_mem_mib"}
 
 
+def curve_panels(records: list[dict]) -> list[tuple[str, list[str], bool]]:
+    """The panels for these records. The weighted total gets a panel of its own beside the
+    terms: with a method's weights (TCLR's official scaling sums to ~40 against terms near
+    1-4) one shared axis would press every term into a flat line at the bottom."""
+    losses = sorted({k for r in records for k, v in r.items()
+                     if k not in NOT_LOSSES and isinstance(v, (int, float))},
+                    key=lambda k: (k != "loss", k))
+    terms = [k for k in losses if k != "loss"]
+    if "loss" in losses and terms:
+        loss_panels = [("loss (weighted total)", ["loss"], False), ("loss terms", terms, False)]
+    else:
+        loss_panels = [("loss", losses, False)]
+    return loss_panels + [p for p in CURVE_PANELS if any(k in r for r in records for k in p[1])]
+
+
 def curves_png(records: list[dict], path, title: str) -> None:
     """Training curves from metrics.jsonl records: every loss term, the learning rate,
     clips/s and the data-wait share against step, smoothed, with the raw values faint."""
     plt = _pyplot()
     steps = np.array([r["step"] for r in records], float)
-    losses = sorted({k for r in records for k, v in r.items()
-                     if k not in NOT_LOSSES and isinstance(v, (int, float))},
-                    key=lambda k: (k != "loss", k))
-    panels = [("loss terms", losses, False)] + [
-        p for p in CURVE_PANELS if any(k in r for r in records for k in p[1])]
+    panels = curve_panels(records)
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels) + 0.6), dpi=100,
                              sharex=True, squeeze=False)
     weight = min(0.95, max(0.0, 1 - 10 / max(len(records), 1)))
