@@ -63,11 +63,11 @@ def test_the_weighted_total_does_not_flatten_the_terms():
     from vssl_cli.evaluate.plots import curve_panels
     records = [{"step": 10, "loss": 41.6, "ic": 3.0, "ll": 1.15, "gl": 1.4, "local_ic": 3.0,
                 "lr": 1e-3}]
-    names = [(title, keys) for title, keys, _ in curve_panels(records)]
+    names = curve_panels(records)
     assert names[:2] == [("loss (weighted total)", ["loss"]),
                          ("loss terms", ["gl", "ic", "ll", "local_ic"])]
     assert names[2] == ("learning rate", ["lr"])
-    assert [t for t, _, _ in curve_panels([{"step": 1, "loss": 2.0}])] == ["loss"]
+    assert [t for t, _ in curve_panels([{"step": 1, "loss": 2.0}])] == ["loss"]
 
 
 def test_retrieve_and_probe_draw_examples_and_an_embedding_map(random_run, tiny_frames,

@@ -46,26 +46,26 @@ def smooth(values: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
-# Panels of the training curves: (title, keys, log scale). Loss terms are whatever else a
-# method logs; every other kind of number gets a panel of its own.
-CURVE_PANELS = [("learning rate", ["lr"], False), ("clips / s", ["clips_per_s"], False),
-                ("data-wait share", ["data_wait"], False),
-                ("GPU memory (MiB)", ["gpu_mem_mib"], False)]
+# Panels of the training curves: (title, keys). Loss terms are whatever else a method
+# logs; every other kind of number gets a panel of its own.
+CURVE_PANELS = [("learning rate", ["lr"]), ("clips / s", ["clips_per_s"]),
+                ("data-wait share", ["data_wait"]), ("GPU memory (MiB)", ["gpu_mem_mib"])]
 NOT_LOSSES = {"step", "epoch", "lr", "clips_per_s", "data_wait", "gpu_mem_mib"}
 
 
-def curve_panels(records: list[dict]) -> list[tuple[str, list[str], bool]]:
+def curve_panels(records: list[dict]) -> list[tuple[str, list[str]]]:
     """The panels for these records. The weighted total gets a panel of its own beside the
     terms: with a method's weights (TCLR's official scaling sums to ~40 against terms near
     1-4) one shared axis would press every term into a flat line at the bottom."""
-    losses = sorted({k for r in records for k, v in r.items()
-                     if k not in NOT_LOSSES and isinstance(v, (int, float))},
-                    key=lambda k: (k != "loss", k))
-    terms = [k for k in losses if k != "loss"]
-    if "loss" in losses and terms:
-        loss_panels = [("loss (weighted total)", ["loss"], False), ("loss terms", terms, False)]
+    logged = {k for r in records for k, v in r.items()
+              if k not in NOT_LOSSES and isinstance(v, (int, float))}
+    terms = sorted(logged - {"loss"})
+    if "loss" not in logged:
+        loss_panels = [("loss terms", terms)]
+    elif terms:
+        loss_panels = [("loss (weighted total)", ["loss"]), ("loss terms", terms)]
     else:
-        loss_panels = [("loss", losses, False)]
+        loss_panels = [("loss", ["loss"])]
     return loss_panels + [p for p in CURVE_PANELS if any(k in r for r in records for k in p[1])]
 
 
@@ -80,7 +80,7 @@ def curves_png(records: list[dict], path, title: str) -> None:
     weight = min(0.95, max(0.0, 1 - 10 / max(len(records), 1)))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     from matplotlib.ticker import FormatStrFormatter
-    for ax, (name, keys, _) in zip(axes[:, 0], panels):
+    for ax, (name, keys) in zip(axes[:, 0], panels):
         shown = []
         for i, key in enumerate(keys):
             have = [(s, r[key]) for s, r in zip(steps, records)
