@@ -19,6 +19,12 @@ the appearance and removes all motion.
   one frame still shows where the motion has taken the sprite (its place, size, angle), so
   still clips keep some class information (random init: 0.44 on plain synth, chance 0.10).
 
+Two more figures tell collapsed features from informative ones (a loss at chance can mean
+either): **rankme**, the effective rank of the moving clips' features (Garrido et al. 2023,
+RankMe: exp of the entropy of the normalised singular values; 1 when every clip maps to one
+direction), and **cos_between_videos**, the mean cosine of two different videos' uncentred
+features (1 when all videos look alike to the encoder).
+
 Random-init models give the floor of each figure. It measures the models a
 ``bench/methods.py`` run left in its work folder; a later run with the same tag adds its
 models to the file's rows. Usage:
@@ -83,6 +89,22 @@ def class_1nn(videos: np.ndarray, labels: np.ndarray) -> float:
     return recall_at(labels, labels, other[:, None], ks=(1,))["R@1"]
 
 
+def effective_rank(x: np.ndarray) -> float:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalised singular values."""
+    sv = np.linalg.svd(x.astype(np.float64), compute_uv=False)
+    p = sv / max(sv.sum(), 1e-12)
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def mean_cosine_between(videos: np.ndarray) -> float:
+    """Mean cosine of every pair of different rows, uncentred."""
+    f = unit(videos)
+    gram = f @ f.T
+    n = len(f)
+    return float((gram.sum() - np.trace(gram)) / (n * (n - 1)))
+
+
 def measure(feats: dict) -> dict:
     # Centred on the moving clips' mean for both kinds, so still clips are measured in the
     # same coordinates as the features the evaluation sees.
@@ -93,6 +115,9 @@ def measure(feats: dict) -> dict:
         row[f"same_video_r1_{kind}"] = same_video_r1(f[:, 0], f[:, 1])
         row[f"class_1nn_{kind}"] = class_1nn(f.mean(1), feats["labels"])
     row["cos_moving_still"] = float((clips["moving"] * clips["still"]).sum(-1).mean())
+    moving = feats["moving"]
+    row["rankme"] = effective_rank(moving.reshape(-1, moving.shape[-1]))
+    row["cos_between_videos"] = mean_cosine_between(moving.mean(1))
     return row
 
 
@@ -145,7 +170,9 @@ def seed_means(rows: dict) -> dict:
     groups: dict[str, list[dict]] = {}
     for name, row in rows.items():
         groups.setdefault(re.sub(r"-s\d+$", "", name), []).append(row)
-    return {name: {k: float(np.mean([r[k] for r in group])) for k in group[0]}
+    # Figures added later (rankme) are averaged only where every seed's row has them.
+    return {name: {k: float(np.mean([r[k] for r in group]))
+                   for k in group[0] if all(k in r for r in group)}
             | {"seeds": len(group)} for name, group in groups.items()}
 
 
