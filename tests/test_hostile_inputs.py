@@ -354,6 +354,12 @@ def test_absurd_manifest_values_are_refused_on_read(random_run, tiny_frames, tmp
         (frames / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(VsslError, match=rf"outputs.videos\[0\].{field}"):
             load_manifest(frames)
+    for value in (None, "walk,run", [1, 2]):     # found by test_fuzz: None reached len()
+        manifest = manifest_of(tiny_frames)
+        manifest["outputs"]["classes"] = value
+        (frames / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(VsslError, match="outputs.classes"):
+            load_manifest(frames)
 
 
 @pytest.mark.parametrize("wall", [float("nan"), float("inf"), -5.0])

@@ -83,6 +83,9 @@ def check_frames_manifest(manifest: dict, source: str) -> None:
     size = manifest["config"].get("frames", {}).get("size")
     if size is not None and (len(size) != 2 or any(type(v) is not int for v in size)):
         raise VsslError("manifest field config.frames.size needs 2 integers", source)
+    classes = manifest["outputs"].get("classes", [])
+    if not isinstance(classes, list) or any(type(c) is not str for c in classes):
+        raise VsslError("manifest field outputs.classes is not a list of names", source)
     videos = manifest["outputs"].get("videos", [])
     if not isinstance(videos, list):
         raise VsslError("manifest field outputs.videos is not a list", source)
