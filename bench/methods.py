@@ -70,6 +70,8 @@ def mean_of(metrics: list[dict]) -> dict:
 def summary(args, seeds: list[int], rows: dict) -> dict:
     return {"epochs": args.epochs, "videos_per_class": args.videos_per_class,
             "appearance": args.appearance, "order_free": args.order_free, "seeds": seeds,
+            # only when free, so that the files of earlier runs still match their settings
+            **({"placement": args.placement} if args.placement != "class" else {}),
             "eval": "probe/retrieve 10 clips of 8 frames at stride 2; boundary F1 at 0.05",
             "methods": rows}
 
@@ -172,6 +174,10 @@ def main():
     ap.add_argument("--order-free", action="store_true",
                     help="only synth's order-free classes (vssl synth --order-free): the "
                          "test for a frame model such as TCE, which averages over time")
+    ap.add_argument("--placement", choices=["class", "free"], default="class",
+                    help="free: every video's mean place and size drawn alike for all "
+                         "classes on a wrapping frame (vssl synth --placement free), so no "
+                         "single frame hints at the class")
     ap.add_argument("--seeds", default="0,1,2",
                     help="comma-separated seeds (pretraining and random init); figures are "
                          "means over them, with the spread of top-1")
@@ -190,6 +196,7 @@ def main():
     looks = {"plain": ["--backgrounds", 1, "--shapes", 1, "--colours", 2], "varied": [],
              "photo": ["--appearance", "photo"]}[args.appearance]
     looks += ["--order-free"] if args.order_free else []
+    looks += ["--placement", args.placement] if args.placement != "class" else []
     synth = Path(vssl("synth", work / "synth", "--videos-per-class", args.videos_per_class,
                       *looks))
     frames = Path(vssl("extract", synth, "-o", work / "frames.zarr", "--short-side", "64"))

@@ -141,3 +141,42 @@ def test_photo_appearance_is_real_photographs_under_a_drifting_camera():
     assert "appearance" not in SynthConfig().recorded()   # older datasets keep their id
     with pytest.raises(VsslError, match="appearance"):
         SynthConfig(appearance="cartoon").validate()
+
+
+def _first_places(name, free, n=300):
+    from vssl_cli.video.synth import _trajectory
+    rng = np.random.default_rng(0)
+    starts = np.array([_trajectory(CLASSES[name], 24, rng, free)[0][0, 0] for _ in range(n)])
+    return (starts + 1) % 2 - 1                       # on the wrapping frame
+
+
+def test_free_placement_leaves_no_class_in_a_single_frame(tmp_path):
+    """With --placement free a video's place and size in any one frame are drawn alike for
+    every class; by class, a MoveRight starts on the left and a MoveLeft on the right."""
+    from vssl_cli.video.synth import _trajectory, background_pool
+    right, left = _first_places("MoveRight", True), _first_places("MoveLeft", True)
+    assert abs(right.mean()) < 0.1 and abs(left.mean()) < 0.1
+    assert 0.5 < right.std() < 0.65                   # uniform over the frame: 0.577
+    assert _first_places("MoveRight", False).mean() < -0.4 < 0.4 < _first_places(
+        "MoveLeft", False).mean()
+    rng = np.random.default_rng(1)
+    sizes = {name: np.log(np.concatenate([_trajectory(CLASSES[name], 24, rng, True)[0][:, 3]
+                                          for _ in range(300)]))
+             for name in ("ZoomIn", "ZoomOut", "RotateCW", "MoveUp")}
+    means = [s.mean() for s in sizes.values()]
+    spreads = [s.std() for s in sizes.values()]
+    assert max(means) - min(means) < 0.04 and max(spreads) / min(spreads) < 1.2
+    # The frame wraps: a sprite leaving one side enters the other, never shrinking out.
+    cfg = SynthConfig(frames=24, size=64, backgrounds=1, placement="free")
+    background = background_pool(cfg)[0]
+    for seed in range(4):
+        frames, _ = render("MoveRight", cfg, np.random.default_rng(seed), background_pool(cfg))
+        area = [_centroid(f, background)[2] for f in frames]
+        assert min(area) > 0.7 * max(area)
+    assert "placement" not in SynthConfig().recorded()    # older datasets keep their id
+    with pytest.raises(VsslError, match="--placement"):
+        SynthConfig(placement="anywhere").validate()
+    out = tmp_path / "free"
+    run_vssl("synth", out, "--placement", "free", "--classes", "2", "--videos-per-class", "3",
+             "--frames", "6", "--size", "32", check=0)
+    assert read_json(out / "synth.json")["config"]["placement"] == "free"

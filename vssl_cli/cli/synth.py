@@ -4,8 +4,8 @@ from __future__ import annotations
 import click
 
 from vssl_cli.cli.common import emit, json_option, log, progress_bar, workers_option
-from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, SHAPES, SynthConfig,
-                                  synthesize)
+from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, PLACEMENTS, SHAPES,
+                                  SynthConfig, synthesize)
 
 
 @click.command("synth")
@@ -40,10 +40,16 @@ from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, SHAPES, SynthCon
               help="photo: backgrounds are real photographs (scikit-image's samples) seen "
                    "by a slowly drifting camera, sprites of any colour: appearance is shared "
                    "across classes and varies within one, so only motion tells them apart.")
+@click.option("--placement", type=click.Choice(PLACEMENTS), default="class",
+              show_default=True,
+              help="free: each video's mean place and size are drawn alike for every class "
+                   "and the frame wraps around, so no single frame hints at the class "
+                   "(class: a MoveRight starts on the left, a ZoomOut large).")
 @workers_option(default=2, help="Videos rendered and encoded in parallel.")
 @json_option
 def synth_command(out_dir, classes, order_free, videos_per_class, frames, size, fps, seed,
-                  backgrounds, shapes, colours, drift, appearance, workers, as_json):
+                  backgrounds, shapes, colours, drift, appearance, placement, workers,
+                  as_json):
     """Write a small labelled video dataset to OUT_DIR and print its path.
 
     Classes differ only by motion (direction, rotation, zoom, order of two movements) of a
@@ -53,7 +59,7 @@ def synth_command(out_dir, classes, order_free, videos_per_class, frames, size, 
     """
     classes = classes or len(SynthConfig(order_free=order_free).class_pool())
     cfg = SynthConfig(classes, videos_per_class, frames, size, fps, seed, backgrounds, shapes,
-                      colours, drift, order_free, appearance)
+                      colours, drift, order_free, appearance, placement)
     with progress_bar(classes * videos_per_class, "synth") as bar:
         path, built = synthesize(out_dir, cfg, workers, progress=bar.update)
     log.info("%s %s", "wrote" if built else "up to date:", path)

@@ -41,6 +41,13 @@ COLOURS = ([230, 40, 40], [40, 220, 60], [50, 80, 240], [240, 230, 40], [240, 24
            [230, 60, 230])
 SPLITS = 3
 APPEARANCES = ("synthetic", "photo")
+# class: where a video starts and how large its sprite is follow from its class (a
+# MoveRight starts on the left, a ZoomOut large), so one frame hints at the class.
+# free: every video's mean place and size are drawn from one distribution for every class
+# and the frame wraps around (a torus), so each frame's place, size and angle have the same
+# distribution in every class: no single frame tells the class, only motion does.
+PLACEMENTS = ("class", "free")
+ZOOM_LOG = 0.4     # free placement: a zoom spans e^{+-0.4} around its mean size
 # Colour photographs and textures that scikit-image's wheel ships (read as files, without
 # importing scikit-image).
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
@@ -102,6 +109,7 @@ class SynthConfig:
     # sprites of any colour: appearance is shared across classes and differs within one,
     # so only the shape's motion tells a class.
     appearance: str = "synthetic"
+    placement: str = "class"      # PLACEMENTS
 
     def validate(self):
         if not 1 <= self.classes <= len(self.class_pool()):
@@ -120,6 +128,8 @@ class SynthConfig:
             raise VsslError("--frames must be at least 4")
         if self.appearance not in APPEARANCES:
             raise VsslError(f"--appearance must be one of {', '.join(APPEARANCES)}")
+        if self.placement not in PLACEMENTS:
+            raise VsslError(f"--placement must be one of {', '.join(PLACEMENTS)}")
         if self.appearance == "photo":
             photos()                       # a clear error now when they are missing
 
@@ -137,6 +147,8 @@ class SynthConfig:
             del config["order_free"]
         if self.appearance == "synthetic":
             del config["appearance"]
+        if self.placement == "class":
+            del config["placement"]
         return config
 
 
@@ -174,8 +186,11 @@ def _inside(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ((abs(x) < 0.35) & (abs(y) < 1)) | ((abs(y) < 0.35) & (abs(x) < 1))
 
 
-def _trajectory(segments, frames: int, rng: np.random.Generator):
-    """Per-frame (cx, cy, angle, scale) in [-1, 1] frame coordinates, plus boundary frames."""
+def _trajectory(segments, frames: int, rng: np.random.Generator, free: bool = False):
+    """Per-frame (cx, cy, angle, scale) in [-1, 1] frame coordinates, plus boundary frames.
+    ``free``: the path is moved so that its mean place is uniform over the (wrapping)
+    frame and its mean log size uniform in one range, whatever the class; sizes that do
+    not zoom are spread as widely as a zoom's (see PLACEMENTS)."""
     cx, cy = rng.uniform(-0.15, 0.15, 2)
     angle, scale = rng.uniform(0, 2 * np.pi), rng.uniform(0.22, 0.3)
     state = np.empty((frames, 4))
@@ -203,6 +218,14 @@ def _trajectory(segments, frames: int, rng: np.random.Generator):
             angle += step
         else:
             scale *= 1 + step
+    if free:
+        zooms = any(k == "zoom" for k, _ in segments)
+        place = rng.uniform(-1, 1, 2)
+        log_size = rng.uniform(np.log(0.2), np.log(0.36))
+        spread = 0.0 if zooms else rng.uniform(-ZOOM_LOG, ZOOM_LOG)
+        state[:, :2] += place - state[:, :2].mean(0)
+        log_scale = np.log(state[:, 3])
+        state[:, 3] = np.exp(log_scale - log_scale.mean() + log_size + spread)
     return state, boundaries
 
 
@@ -226,7 +249,8 @@ def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
         background = pool[rng.integers(len(pool))] if pool else _background(rng, size)
         colours = rng.choice(COLOURS[:cfg.colours], 2, replace=False)
     shape = SHAPES[rng.integers(cfg.shapes)]
-    state, boundaries = _trajectory(CLASSES[class_name], frames, rng)
+    free = cfg.placement == "free"
+    state, boundaries = _trajectory(CLASSES[class_name], frames, rng, free)
     fade = np.zeros(frames)
     if cfg.drift:     # cross-fade to a second background and a second pair of colours
         end_background = pool[rng.integers(len(pool))] if pool else _background(rng, size)
@@ -237,8 +261,11 @@ def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
     out = np.empty((frames, size, size, 3), np.uint8)
     for t, (cx, cy, angle, scale) in enumerate(state):
         c, s = np.cos(angle), np.sin(angle)
-        lx = (c * (gx - cx) + s * (gy - cy)) / scale
-        ly = (-s * (gx - cx) + c * (gy - cy)) / scale
+        dx, dy = gx - cx, gy - cy
+        if free:         # the nearest copy on the torus: a sprite leaving one side enters
+            dx, dy = (dx + 1) % 2 - 1, (dy + 1) % 2 - 1     # the other
+        lx = (c * dx + s * dy) / scale
+        ly = (-s * dx + c * dy) / scale
         mask = _inside(shape, lx, ly)
         w = fade[t]
         if photo:
