@@ -176,8 +176,8 @@ def main():
                          "test for a frame model such as TCE, which averages over time")
     ap.add_argument("--placement", choices=["class", "free"], default="class",
                     help="free: every video's mean place and size drawn alike for all "
-                         "classes on a wrapping frame (vssl synth --placement free), so no "
-                         "single frame hints at the class")
+                         "classes on a wrapping frame (vssl synth --placement free), so a "
+                         "clip shows its class only by its motion")
     ap.add_argument("--seeds", default="0,1,2",
                     help="comma-separated seeds (pretraining and random init); figures are "
                          "means over them, with the spread of top-1")

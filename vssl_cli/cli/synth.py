@@ -43,8 +43,9 @@ from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, PLACEMENTS, SHAP
 @click.option("--placement", type=click.Choice(PLACEMENTS), default="class",
               show_default=True,
               help="free: each video's mean place and size are drawn alike for every class "
-                   "and the frame wraps around, so no single frame hints at the class "
-                   "(class: a MoveRight starts on the left, a ZoomOut large).")
+                   "and the frame wraps around, so a clip from anywhere in a video shows "
+                   "its class only by its motion (class: a MoveRight starts on the left, a "
+                   "ZoomOut large).")
 @workers_option(default=2, help="Videos rendered and encoded in parallel.")
 @json_option
 def synth_command(out_dir, classes, order_free, videos_per_class, frames, size, fps, seed,

@@ -44,8 +44,10 @@ APPEARANCES = ("synthetic", "photo")
 # class: where a video starts and how large its sprite is follow from its class (a
 # MoveRight starts on the left, a ZoomOut large), so one frame hints at the class.
 # free: every video's mean place and size are drawn from one distribution for every class
-# and the frame wraps around (a torus), so each frame's place, size and angle have the same
-# distribution in every class: no single frame tells the class, only motion does.
+# and the frame wraps around (a torus), so in every class a frame's place and angle are
+# uniform at any time, and the size of a frame from anywhere in a video has one
+# distribution (a zoom's first frame is still its smallest): no clip of unknown time
+# tells the class, only motion does.
 PLACEMENTS = ("class", "free")
 ZOOM_LOG = 0.4     # free placement: a zoom spans e^{+-0.4} around its mean size
 # Colour photographs and textures that scikit-image's wheel ships (read as files, without
