@@ -10,7 +10,7 @@ classifier fitted on the free set's train split): features that carry motion kee
 class information there, features of place and size lose it.
 
     python bench/placement.py --store /tmp/vssl-bench-photo-free/frames.zarr \\
-        /tmp/vssl-bench-photo/{supervised,simclr,ctrlaug,random-simclr}{,-s1,-s2}
+        /tmp/vssl-bench-photo/{supervised,ctrlaug,random-simclr,random-ctrlaug}{,-s1,-s2}
 
 Writes bench/results/placement[_TAG].json (a later run adds its models to the file's
 rows) and prints a markdown table of the means over seeds.

@@ -49,7 +49,8 @@ APPEARANCES = ("synthetic", "photo")
 # distribution (a zoom's first frame is still its smallest): no clip of unknown time
 # tells the class, only motion does.
 PLACEMENTS = ("class", "free")
-ZOOM_LOG = 0.4     # free placement: a zoom spans e^{+-0.4} around its mean size
+ZOOM_LOG = 0.4     # a zoom spans about e^{+-0.4} around its mean size (free placement
+                   # spreads the sizes that do not zoom as widely)
 # Colour photographs and textures that scikit-image's wheel ships (read as files, without
 # importing scikit-image).
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
@@ -206,7 +207,7 @@ def _trajectory(segments, frames: int, rng: np.random.Generator, free: bool = Fa
     if any(k == "zoom" and s < 0 for k, s in segments):
         scale *= 1.8
     speed = {"x": 1.0 / frames, "y": 1.0 / frames, "rot": 2.5 * np.pi / frames,
-             "zoom": 0.8 / frames}
+             "zoom": 2 * ZOOM_LOG / frames}
     boundaries = [int(round(per * i)) for i in range(1, len(segments))]
     for t in range(frames):
         state[t] = cx, cy, angle, scale
