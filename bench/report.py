@@ -51,18 +51,29 @@ def rows() -> list[tuple[str, str, str, str]]:
                         f"data wait {row['data_wait']:.1%}", "-"))
     # The main table, reruns of some methods on longer schedules (methods_*ep.json), then
     # the photo benchmark (issue 26: motion separates the classes, appearance misleads) and
-    # its order-free subset (the test for TCE, a frame model).
+    # its order-free subset (the test for TCE, a frame model), then the sets whose per-frame
+    # cue of class is removed (free placement).
     longer = sorted(p.stem for p in RESULTS.glob("methods_*ep.json"))
     for m in filter(None, map(_load, ["methods", *longer, "methods_photo",
-                                      "methods_photo_orderfree"])):
+                                      "methods_photo_orderfree", "methods_photo_free",
+                                      "methods_plain_free"])):
         for name, row in m["methods"].items():
             seeds = f", {len(m['seeds'])} seeds" if len(m.get("seeds", [0])) > 1 else ""
             epochs = row.get("epochs", m["epochs"])
             subset = ", order-free" if m.get("order_free") else ""
+            subset += ", free placement" if m.get("placement") == "free" else ""
             out.append((f"{name} linear probe (synth, {m['appearance']}{subset}, {epochs} epochs"
                         f"{seeds})", "random init, same encoder",
                         f"{top1_text(row, 'pretrained')} vs {top1_text(row, 'random')}",
                         "higher"))
+    # Whether the labels teach the same encoder a set at all (bench/learnable.py).
+    for path in sorted(RESULTS.glob("learnable_*.json")):
+        m = json.loads(path.read_text())
+        for r in m["rows"]:
+            out.append((f"supervised from random init, {r['variant']}, {r['epochs']} epochs, "
+                        f"seed {r['seed']} ({path.stem.removeprefix('learnable_')})",
+                        "chance (1 / classes)", f"test top-1 {r['test_top1']:.3f}, train loss "
+                        f"{r['train_loss']:.2f}", "well above chance"))
     # Which cue the features use (bench/shortcut.py): the same clips with motion removed.
     for path in sorted(RESULTS.glob("shortcut_*.json")):
         m = json.loads(path.read_text())
