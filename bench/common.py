@@ -50,6 +50,24 @@ def timed(fn, repeat: int = 3) -> float:
     return best
 
 
+def threads_per_job(jobs: int) -> int:
+    """PyTorch threads for each of ``jobs`` runs sharing this machine's cores."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def last_record(run: Path) -> dict:
+    """A run's last metrics.jsonl record (its last logging window)."""
+    return json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def earlier_rows(name: str, store: str, empty):
+    """The rows of bench/results/NAME.json when it measured the same ``store``, else
+    ``empty`` (a later run adds its rows to an earlier one's)."""
+    path = RESULTS / f"{name}.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    return old.get("rows", empty) if old.get("store") == store else empty
+
+
 def save(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

@@ -15,12 +15,11 @@ Usage: python bench/gpu.py [--methods simclr,tce] [--steps 30] [--batch 32] [--n
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
-from common import save
+from common import last_record, save
 from methods import SETTINGS, vssl
 
 from vssl_cli.engine.config import resolve
@@ -49,11 +48,6 @@ def settings(name: str, tiny: bool) -> list:
         else:
             out.append(flag)
     return [*out, "--backbone", backbone(name, tiny)]
-
-
-def last_window(run: Path) -> dict:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return json.loads(lines[-1])
 
 
 def main():
@@ -87,7 +81,7 @@ def main():
                             "--batch-size", batch, "--max-steps", steps,
                             "--log-every", max(1, steps // 3), "--warmup-epochs", 0,
                             "--set", f"aug.size={size}", "--force"))
-            record = last_window(run)
+            record = last_record(run)
             rows[name] = {"backbone": backbone(name, tiny), "clips_per_s": record["clips_per_s"],
                           "data_wait": record["data_wait"],
                           "gpu_mem_mib": record.get("gpu_mem_mib")}

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import RESULTS, ROOT, save
+from common import ROOT, earlier_rows, last_record, save, threads_per_job
 from methods import metrics, vssl
 
 # Overrides of the finetune's config per variant, on top of bench/methods.py's supervised
@@ -31,11 +30,6 @@ VARIANTS = {
     "crop-0.8": ["aug.scale=[0.8,1.0]"],   # crops that rarely lose a freely placed sprite
     "stride-4": ["params.stride=4"],        # twice the motion between the frames it sees
 }
-
-
-def last_record(run: Path) -> dict:
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return json.loads(lines[-1])
 
 
 def finetune(store: str, work: Path, variant: str, seed: int, epochs: int,
@@ -72,10 +66,8 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     name = "learnable" + (f"_{args.tag}" if args.tag else "")
-    path = RESULTS / f"{name}.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
-    rows = old.get("rows", []) if old.get("store") == args.store else []
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    rows = earlier_rows(name, args.store, [])
+    threads = threads_per_job(args.jobs)
     store = Path(args.store).resolve()
     work = Path(args.work) / f"{store.parent.name}-{store.stem}"   # one folder per store
     jobs = [(v, int(s), args.epochs) for v in variants for s in args.seeds.split(",")]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import RESULTS, ROOT, save, top1_text
+from common import RESULTS, ROOT, save, threads_per_job, top1_text
 
 # Synth videos have 48 frames: settings that fit them, per method (2 local clips for TCLR
 # and ctrlaug keep their cost per step within ~3x of SimCLR's on 2 CPU cores).
@@ -204,7 +204,7 @@ def main():
     seeds = [int(x) for x in args.seeds.split(",")]
     # Parallel jobs split the cores between them (one PyTorch thread each on 2 cores): small
     # 3D convolutions use one core better than two, so 2 jobs give ~1.6x the throughput.
-    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
+    threads = threads_per_job(args.jobs) if args.jobs > 1 else 0
     loader = ["-j", "1"] if args.jobs > 1 else []
 
     def common(name: str, seed: int) -> list:

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import RESULTS, save
+from common import earlier_rows, save, threads_per_job
 from methods import EVAL, metrics, vssl
 from shortcut import seed_means
 
@@ -31,7 +30,7 @@ from shortcut import seed_means
 def probe(model: str, store: str, jobs: int) -> dict:
     """The linear probe of ``model`` on ``store``, kept beside the model's own probes."""
     out = Path(model) / "probe-free-placement"
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads_per_job(jobs)
     m = metrics(vssl("probe", model, "--data", store, "-o", out, "-j", "1", *EVAL,
                      threads=threads))
     return {"top1": m["top1"], "top1_1clip": m["top1_1clip"]}
@@ -45,9 +44,7 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="bench/results/placement_TAG.json")
     args = ap.parse_args()
     name = "placement" + (f"_{args.tag}" if args.tag else "")
-    path = RESULTS / f"{name}.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
-    rows = old.get("rows", {}) if old.get("store") == args.store else {}
+    rows = earlier_rows(name, args.store, {})
     with ThreadPoolExecutor(args.jobs) as pool:
         found = pool.map(lambda m: probe(m, args.store, args.jobs), args.models)
         for model, row in zip(args.models, found):
