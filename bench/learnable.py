@@ -19,11 +19,11 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import ROOT, earlier_rows, last_record, save, threads_per_job
-from methods import metrics, vssl
+from common import earlier_rows, last_record, save, threads_per_job
+from methods import metrics, supervised_run
 
 # Overrides of the finetune's config per variant, on top of bench/methods.py's supervised
-# row (aug.flip_p=0: synth's classes are directions).
+# row (supervised_run: flips off).
 VARIANTS = {
     "cvrl-aug": [],       # the recipe's augmentation: crops of 30-100% of the frame, jitter
     "no-aug": ["aug.scale=[1.0,1.0]", "aug.jitter_p=0", "aug.gray_p=0", "aug.blur_p=0"],
@@ -35,14 +35,9 @@ VARIANTS = {
 def finetune(store: str, work: Path, variant: str, seed: int, epochs: int,
              threads: int) -> dict:
     """Random init (zero steps of the demo recipe) finetuned with the labels."""
-    recipe = ROOT / "recipes" / "demo-tiny.toml"
-    start = vssl("pretrain", store, "--recipe", recipe, "--method", "simclr", "--seed", seed,
-                 "-j", "1", "-o", work / variant / f"random-s{seed}", "--epochs", 0,
-                 threads=threads)
-    sets = [a for kv in ["aug.flip_p=0", *VARIANTS[variant]] for a in ("--set", kv)]
-    out = work / variant / f"sup-{epochs}ep-s{seed}"
-    run = Path(vssl("finetune", start, "--data", store, "-o", out, "--epochs", epochs,
-                    "--seed", seed, *sets, "-j", "1", threads=threads))
+    run = supervised_run(store, work / variant / f"random-s{seed}",
+                         work / variant / f"sup-{epochs}ep-s{seed}", seed, epochs, threads,
+                         finetune_sets=VARIANTS[variant], loader=["-j", "1"])
     m, last = metrics(run), last_record(run)
     return {"variant": variant, "seed": seed, "epochs": epochs, "test_top1": m["test_top1"],
             "train_loss": m["final_loss"], "train_acc": last.get("train_acc"),

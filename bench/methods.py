@@ -157,6 +157,21 @@ def evaluate(run: Path, frames: Path, synth: Path, threads: int = 0) -> dict:
             "R@1_1clip": retrieve["1clip"]["R@1"], "boundary_f1": gebd["f1"]}
 
 
+RECIPE = ROOT / "recipes" / "demo-tiny.toml"
+
+
+def supervised_run(frames, start: Path, out: Path, seed: int, epochs: int, threads: int = 0,
+                   pretrain_args=(), finetune_sets=(), loader=()) -> Path:
+    """The supervised row: the SimCLR encoder at random init (zero steps of the demo
+    recipe, written to ``start``) finetuned with the labels into ``out``; flips off, since
+    synth's classes are directions. Shared with bench/learnable.py."""
+    init = vssl("pretrain", frames, "--recipe", RECIPE, "--method", "simclr", *pretrain_args,
+                "--seed", seed, *loader, "-o", start, "--epochs", 0, threads=threads)
+    sets = [a for kv in ["aug.flip_p=0", *finetune_sets] for a in ("--set", kv)]
+    return Path(vssl("finetune", init, "--data", frames, "-o", out, "--epochs", epochs,
+                     "--seed", seed, *sets, *loader, threads=threads))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/vssl-bench-methods")
@@ -200,17 +215,17 @@ def main():
     synth = Path(vssl("synth", work / "synth", "--videos-per-class", args.videos_per_class,
                       *looks))
     frames = Path(vssl("extract", synth, "-o", work / "frames.zarr", "--short-side", "64"))
-    recipe = ROOT / "recipes" / "demo-tiny.toml"
     seeds = [int(x) for x in args.seeds.split(",")]
     # Parallel jobs split the cores between them (one PyTorch thread each on 2 cores): small
     # 3D convolutions use one core better than two, so 2 jobs give ~1.6x the throughput.
     threads = threads_per_job(args.jobs) if args.jobs > 1 else 0
     loader = ["-j", "1"] if args.jobs > 1 else []
 
+    sets = [a for kv in args.sets for a in ("--set", kv)]
+
     def common(name: str, seed: int) -> list:
         method = ["--method", name] if "--method" not in RUNNABLE[name] else []
-        sets = [a for kv in args.sets for a in ("--set", kv)]
-        return [frames, "--recipe", recipe, *method, *RUNNABLE[name], *sets, "--seed", seed,
+        return [frames, "--recipe", RECIPE, *method, *RUNNABLE[name], *sets, "--seed", seed,
                 *loader]
 
     def epochs_of(name: str) -> int:
@@ -230,13 +245,9 @@ def main():
 
     def pretrained(name: str, seed: int) -> dict:
         if name == "supervised":   # the same encoder trained with the labels: the ceiling
-            start = Path(vssl("pretrain", *common("simclr", seed), "-o",
-                              work / f"random-supervised{suffix(seed)}", "--epochs", 0,
-                              threads=threads))
-            run = Path(vssl("finetune", start, "--data", frames, "-o",
-                            work / f"supervised{suffix(seed)}", "--epochs", args.epochs,
-                            "--seed", seed, "--set", "aug.flip_p=0", *loader,
-                            threads=threads))
+            run = supervised_run(frames, work / f"random-supervised{suffix(seed)}",
+                                 work / f"supervised{suffix(seed)}", seed, args.epochs,
+                                 threads, pretrain_args=sets, loader=loader)
             return {"seed": seed, "pretrained": evaluate(run, frames, synth, threads),
                     "finetune_top1": metrics(run)["test_top1"],
                     "train_seconds": round(training_seconds(metrics(run)), 1)}
