@@ -52,11 +52,11 @@ def rows() -> list[tuple[str, str, str, str]]:
     # The main table, reruns of some methods on longer schedules (methods_*ep.json), then
     # the photo benchmark (issue 26: motion separates the classes, appearance misleads) and
     # its order-free subset (the test for TCE, a frame model), then the sets whose per-frame
-    # cue of class is removed (free placement).
+    # cue of class is removed (free placement) and its ablations.
     longer = sorted(p.stem for p in RESULTS.glob("methods_*ep.json"))
     for m in filter(None, map(_load, ["methods", *longer, "methods_photo",
                                       "methods_photo_orderfree", "methods_photo_free",
-                                      "methods_plain_free"])):
+                                      "methods_plain_free", "methods_plain_free_ablation"])):
         for name, row in m["methods"].items():
             seeds = f", {len(m['seeds'])} seeds" if len(m.get("seeds", [0])) > 1 else ""
             epochs = row.get("epochs", m["epochs"])
