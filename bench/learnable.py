@@ -23,7 +23,7 @@ from common import earlier_rows, last_record, save, threads_per_job
 from methods import metrics, supervised_run
 
 # Overrides of the finetune's config per variant, on top of bench/methods.py's supervised
-# row (supervised_run: flips off).
+# row (its SUPERVISED_SETS: flips off).
 VARIANTS = {
     "cvrl-aug": [],       # the recipe's augmentation: crops of 30-100% of the frame, jitter
     "no-aug": ["aug.scale=[1.0,1.0]", "aug.jitter_p=0", "aug.gray_p=0", "aug.blur_p=0"],

@@ -158,16 +158,17 @@ def evaluate(run: Path, frames: Path, synth: Path, threads: int = 0) -> dict:
 
 
 RECIPE = ROOT / "recipes" / "demo-tiny.toml"
+SUPERVISED_SETS = ["aug.flip_p=0"]   # the supervised row's finetune: synth's classes are directions
 
 
 def supervised_run(frames, start: Path, out: Path, seed: int, epochs: int, threads: int = 0,
                    pretrain_args=(), finetune_sets=(), loader=()) -> Path:
     """The supervised row: the SimCLR encoder at random init (zero steps of the demo
-    recipe, written to ``start``) finetuned with the labels into ``out``; flips off, since
-    synth's classes are directions. Shared with bench/learnable.py."""
+    recipe, written to ``start``) finetuned with the labels into ``out`` under
+    SUPERVISED_SETS. Shared with bench/learnable.py."""
     init = vssl("pretrain", frames, "--recipe", RECIPE, "--method", "simclr", *pretrain_args,
                 "--seed", seed, *loader, "-o", start, "--epochs", 0, threads=threads)
-    sets = [a for kv in ["aug.flip_p=0", *finetune_sets] for a in ("--set", kv)]
+    sets = [a for kv in [*SUPERVISED_SETS, *finetune_sets] for a in ("--set", kv)]
     return Path(vssl("finetune", init, "--data", frames, "-o", out, "--epochs", epochs,
                      "--seed", seed, *sets, *loader, threads=threads))
 

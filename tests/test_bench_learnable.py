@@ -12,12 +12,13 @@ from vssl_cli.methods.supervised import Supervised
 
 sys.path.insert(0, str(ROOT / "bench"))
 import learnable  # noqa: E402  (bench/ is scripts, not a package)
+import methods  # noqa: E402
 
 
 @pytest.mark.parametrize("variant", sorted(learnable.VARIANTS))
 def test_variant_overrides_are_applied_to_the_finetune_config(variant):
-    sets = ["aug.flip_p=0", *learnable.VARIANTS[variant]]
-    config = resolve(Supervised.Params, str(ROOT / "recipes" / "demo-tiny.toml"), {}, sets)
+    sets = [*methods.SUPERVISED_SETS, *learnable.VARIANTS[variant]]
+    config = resolve(Supervised.Params, str(methods.RECIPE), {}, sets)
     for key, value in parse_set(sets):
         section, _, name = key.rpartition(".")
         got = config[section][name]
