@@ -49,14 +49,17 @@ def rows() -> list[tuple[str, str, str, str]]:
                         f"{row['backbone']}, {g['size']} px)", "-",
                         f"{row['clips_per_s']:.0f} clips/s, {row['gpu_mem_mib']:.0f} MiB, "
                         f"data wait {row['data_wait']:.1%}", "-"))
-    # The main table, reruns of some methods on longer schedules (methods_*ep.json), then
-    # the photo benchmark (issue 26: motion separates the classes, appearance misleads) and
-    # its order-free subset (the test for TCE, a frame model), then the sets whose per-frame
-    # cue of class is removed (free placement) and its ablations.
+    # The main table, reruns of some methods on longer schedules (methods_*ep.json) and TCE
+    # on varied synth's order-free subset, then the photo benchmark (issue 26: motion
+    # separates the classes, appearance misleads) and its order-free subset (the test for
+    # TCE, a frame model), then the sets whose per-frame cue of class is removed (free
+    # placement), their ablations and order-free subset.
     longer = sorted(p.stem for p in RESULTS.glob("methods_*ep.json"))
-    for m in filter(None, map(_load, ["methods", *longer, "methods_photo",
-                                      "methods_photo_orderfree", "methods_photo_free",
-                                      "methods_plain_free", "methods_plain_free_ablation"])):
+    for m in filter(None, map(_load, ["methods", *longer, "methods_tce_orderfree_varied",
+                                      "methods_photo", "methods_photo_orderfree",
+                                      "methods_photo_free", "methods_plain_free",
+                                      "methods_plain_free_ablation",
+                                      "methods_plain_free_orderfree"])):
         for name, row in m["methods"].items():
             seeds = f", {len(m['seeds'])} seeds" if len(m.get("seeds", [0])) > 1 else ""
             epochs = row.get("epochs", m["epochs"])
