@@ -53,13 +53,14 @@ def rows() -> list[tuple[str, str, str, str]]:
     # on varied synth's order-free subset, then the photo benchmark (issue 26: motion
     # separates the classes, appearance misleads) and its order-free subset (the test for
     # TCE, a frame model), then the sets whose per-frame cue of class is removed (free
-    # placement), their ablations and order-free subset.
+    # placement), their ablations and order-free subset (TCE also at SimCLR's seconds).
     longer = sorted(p.stem for p in RESULTS.glob("methods_*ep.json"))
     for m in filter(None, map(_load, ["methods", *longer, "methods_tce_orderfree_varied",
                                       "methods_photo", "methods_photo_orderfree",
                                       "methods_photo_free", "methods_plain_free",
                                       "methods_plain_free_ablation",
-                                      "methods_plain_free_orderfree"])):
+                                      "methods_plain_free_orderfree",
+                                      "methods_plain_free_orderfree_eqsec"])):
         for name, row in m["methods"].items():
             seeds = f", {len(m['seeds'])} seeds" if len(m.get("seeds", [0])) > 1 else ""
             epochs = row.get("epochs", m["epochs"])
