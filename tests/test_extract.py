@@ -208,10 +208,14 @@ def _committed_h5_videos(partial: Path) -> int:
 
 
 def _wait_for_some_videos(out: Path, name: str, count: int, timeout=60):
+    """Zarr: ``count`` videos committed and a manifest checkpoint written (worker processes
+    commit videos themselves, so with -j 2 both can land before the parent's first
+    checkpoint, and a kill then leaves a store that only the next extract can take over)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if name.endswith(".zarr") and (out / "videos").exists():
-            if sum(p.is_dir() for p in (out / "videos").iterdir()) >= count:
+            if sum(p.is_dir() for p in (out / "videos").iterdir()) >= count and \
+                    (out / "manifest.json").exists():
                 return
         elif name.endswith(".h5") and _committed_h5_videos(Path(f"{out}.partial")) >= count:
             return
@@ -226,6 +230,21 @@ def slow_source(tmp_path_factory):
     for i in range(12):
         make_video(src / f"v{i:02d}.mp4", frames=90, size="320x240", rate=30)
     return src
+
+
+def test_store_killed_before_its_first_checkpoint_is_taken_over(videos, tmp_path):
+    """With -j 2 workers commit videos before the parent writes its first manifest; a kill
+    then leaves committed videos and no manifest: not readable, but the next extract adopts
+    them instead of refusing the folder or decoding them again."""
+    out = tmp_path / "early.zarr"
+    run_vssl("extract", videos, "-o", out, check=0)
+    (out / "manifest.json").unlink()
+    proc = run_vssl("inspect", out)
+    assert proc.returncode != 0
+    assert "no manifest.json" in proc.stderr
+    run_vssl("extract", videos, "-o", out, check=0)
+    manifest = manifest_of(out)
+    assert manifest["metrics"]["videos_ok"] == 3 and manifest["metrics"]["extracted_this_run"] == 0
 
 
 @pytest.mark.parametrize("sig,name,workers", [
