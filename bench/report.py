@@ -59,6 +59,7 @@ def rows() -> list[tuple[str, str, str, str]]:
                                       "methods_photo", "methods_photo_orderfree",
                                       "methods_photo_free", "methods_plain_free",
                                       "methods_plain_free_ablation",
+                                      "methods_plain_free_ctrlaug_ablation",
                                       "methods_plain_free_orderfree",
                                       "methods_plain_free_orderfree_eqsec"])):
         for name, row in m["methods"].items():
