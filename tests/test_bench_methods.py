@@ -1,0 +1,31 @@
+"""bench/methods.py's settings must be ones pretrain accepts and applies: a renamed
+parameter in an ablation would otherwise fail, or silently train the full method, only
+after an hour of benchmark."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT, vssl_in_process
+from vssl_cli.engine.config import parse_set
+
+sys.path.insert(0, str(ROOT / "bench"))
+import methods  # noqa: E402  (bench/ is scripts, not a package)
+
+
+@pytest.mark.parametrize("name", sorted(set(methods.RUNNABLE) - {"supervised"}))
+def test_every_benchmark_setting_resolves_and_is_applied(name, tmp_path):
+    args = [str(a) for a in methods.RUNNABLE[name]]
+    method = [] if "--method" in args else ["--method", name]
+    code, out, err = vssl_in_process("pretrain", tmp_path, "-o", tmp_path / "run", "--recipe",
+                                     methods.RECIPE, *method, *args, "--dry-run")
+    assert code == 0, err
+    config = json.loads(out)
+    assert config["method"] == (args[args.index("--method") + 1] if "--method" in args
+                                else name)
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    for key, value in parse_set(sets):
+        got = config["params"].get(key, config.get(key))
+        assert (list(got) if isinstance(got, tuple) else got) == value, key
