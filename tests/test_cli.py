@@ -1,7 +1,7 @@
 """The command surface: help, version, errors, placeholders, man pages, completion."""
 import pytest
 
-from conftest import ROOT, run_vssl
+from conftest import ROOT, run_vssl, vssl_in_process
 
 COMMANDS = ["extract", "pretrain", "finetune", "probe", "retrieve", "export", "inspect", "synth"]
 
@@ -53,6 +53,11 @@ def test_man_pages_exist_and_match_the_click_definitions():
         committed = (ROOT / "man" / name)
         assert committed.exists(), f"man/{name} missing: run `make man`"
         assert committed.read_text() == text, f"man/{name} is stale: run `make man`"
+    # click caches each command's help option on first use: a command run in this process
+    # before or after must not change the pages (they once lost -h after an in-process run)
+    assert vssl_in_process("pretrain", "-h")[0] == 0
+    assert pages() == generated
+    assert "\\fB\\-h, \\-\\-help\\fR" in generated["vssl-pretrain.1"]
 
 
 def test_shell_completion_script():

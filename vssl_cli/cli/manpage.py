@@ -24,7 +24,10 @@ def _paragraphs(text: str) -> str:
 
 
 def render(command: click.Command, name: str, parent: click.Context | None = None) -> str:
-    ctx = click.Context(command, info_name=name, parent=parent)
+    # The command's own context settings (-h beside --help), as when it runs; the help
+    # option is cached on the command, so without them the page would depend on what
+    # ran first in the process.
+    ctx = click.Context(command, info_name=name, parent=parent, **command.context_settings)
     title = ctx.command_path.replace(" ", "-")
     summary = command.get_short_help_str(limit=80)
     lines = [f'.TH {title.upper()} 1 "" "vssl {__version__}" "vssl manual"',
@@ -55,7 +58,7 @@ def render(command: click.Command, name: str, parent: click.Context | None = Non
 
 def pages() -> dict[str, str]:
     from vssl_cli.cli import cli
-    ctx = click.Context(cli, info_name="vssl")
+    ctx = click.Context(cli, info_name="vssl", **cli.context_settings)
     out = {"vssl.1": render(cli, "vssl")}
     for name in cli.list_commands(ctx):
         out[f"vssl-{name}.1"] = render(cli.get_command(ctx, name), name, ctx)
