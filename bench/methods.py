@@ -120,16 +120,19 @@ def method_row(per_seed: list[dict], randoms: list[tuple[str, dict]], epochs: in
 
 
 def markdown_table(rows: dict, epochs: int) -> str:
-    """The table README.md shows; "wins" counts the seeds whose pretrained probe beats the
+    """The table README.md shows; "probe top-1" averages each video's 10 clips, "probe 1
+    clip" the middle clip alone; "wins" counts the seeds whose pretrained probe beats the
     random encoder of the same seed; a row trained for other than ``epochs`` says so."""
-    lines = ["| method | encoder | probe top-1 | random init | wins | R@1, 1 clip -> 10 | "
-             "boundary F1 (random) | train s |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | encoder | probe top-1 | random init | wins | probe 1 clip (random) | "
+             "R@1, 1 clip -> 10 | boundary F1 (random) | train s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         p, q = r["pretrained"], r["random"]
         wins = sum(s["pretrained"]["top1"] > s["random"]["top1"] for s in r["seeds"])
         label = f"{name}, {r['epochs']} epochs" if r.get("epochs", epochs) != epochs else name
         lines.append(f"| {label} | {r['encoder']} | {top1_text(r, 'pretrained')} | "
                      f"{top1_text(r, 'random')} | {wins} of {len(r['seeds'])} | "
+                     f"{p['top1_1clip']:.3f} ({q['top1_1clip']:.3f}) | "
                      f"{p['R@1_1clip']:.3f} -> {p['R@1']:.3f} | {p['boundary_f1']:.3f} "
                      f"({q['boundary_f1']:.3f}) | {r['train_seconds']:.0f} |")
     return "\n".join(lines)
