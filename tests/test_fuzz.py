@@ -143,3 +143,131 @@ def test_hostile_option_values_are_caught_when_the_config_is_resolved(sandbox, t
     if code:
         assert stdout == "" and len([ln for ln in err.splitlines() if "error:" in ln]) == 1
     assert snapshot(sandbox, out) == before and not out.exists()
+
+
+# -- what is not ours: foreign outputs, files where the lock goes, rewritten arrays ------
+
+def _foreign(kind: str, path: Path) -> None:
+    """Something of a user's or another tool's at ``path``."""
+    import h5py
+    import numpy as np
+    import zarr
+    if kind == "zarr group":
+        group = zarr.open_group(path.with_suffix(".zarr"), mode="w")
+        group.create_array("videos/x", data=np.zeros((2, 4, 4, 3), np.uint8))
+        group.create_array("incoming", data=np.ones(3))
+    elif kind == "hdf5 file":
+        with h5py.File(path.with_suffix(".h5"), "w") as f:
+            f["videos/x"] = np.zeros((2, 4, 4, 3), np.uint8)
+    elif kind == "folder with synth.json":
+        path.mkdir()
+        (path / "synth.json").write_text('{"id": "x", "config": {}, "videos": []}')
+        (path / "notes.txt").write_text("mine")
+    elif kind == "plain file":
+        path.write_text("mine")
+
+
+def _outputs_of(kind: str, out: Path) -> Path:
+    return {"zarr group": out.with_suffix(".zarr"),
+            "hdf5 file": out.with_suffix(".h5")}.get(kind, out)
+
+
+WRITERS = {
+    "extract": lambda r, o: ["extract", r / "src", "-o", o],
+    "synth": lambda r, o: ["synth", o, "--classes", "1", "--videos-per-class", "3",
+                           "--frames", "4", "--size", "16"],
+    "pretrain": lambda r, o: ["pretrain", r / "frames.zarr", "-o", o, "--epochs", "0",
+                              "-j", "0", "--batch-size", "4"],
+    "probe": lambda r, o: ["probe", r / "run", "--data", r / "frames.zarr", "-o", o,
+                           "--clips", "1", "-j", "0"],
+    "export": lambda r, o: ["export", r / "run", "--format", "safetensors", "-o", o],
+}
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_foreign_outputs_and_files_where_the_lock_goes_are_never_touched(sandbox, tmp_path,
+                                                                         data):
+    import subprocess as sp
+    import uuid
+
+    from conftest import make_video
+    src = sandbox / "src"
+    if not list(src.rglob("*.mp4")):
+        make_video(src / "a" / "one.mp4", frames=6)
+    command = data.draw(st.sampled_from(sorted(WRITERS)))
+    kind = data.draw(st.sampled_from(["zarr group", "hdf5 file", "folder with synth.json",
+                                      "plain file", "nothing"]))
+    sidecar = data.draw(st.sampled_from(["none", "user file", "link", "folder", "fifo"]))
+    work = tmp_path / uuid.uuid4().hex
+    work.mkdir()
+    _foreign(kind, work / "out")
+    out = _outputs_of(kind, work / "out")
+    lock = Path(f"{out}.lock")
+    target = work / "target.txt"
+    target.write_text("precious")
+    if sidecar == "user file":
+        lock.write_text("mine")
+    elif sidecar == "link":
+        lock.symlink_to(target)
+    elif sidecar == "folder":
+        lock.mkdir()
+    elif sidecar == "fifo":
+        os.mkfifo(lock)
+    before = snapshot(work, work / "nothing") | {"links": str(sorted(
+        str(p) for p in work.rglob("*") if p.is_symlink()))}
+    code, stdout, err = vssl_in_process(*WRITERS[command](sandbox, out))
+    assert "internal error" not in err and "Traceback" not in err, (command, kind, err)
+    if kind != "nothing" or sidecar != "none":      # somebody's: refused, untouched
+        assert code == 2 and len([ln for ln in err.splitlines() if "error:" in ln]) == 1, \
+            (command, kind, sidecar, code, err)
+        after = snapshot(work, work / "nothing") | {"links": str(sorted(
+            str(p) for p in work.rglob("*") if p.is_symlink()))}
+        assert after == before, (command, kind, sidecar)
+        assert target.read_text() == "precious"
+        if sidecar == "fifo":
+            assert sp.run(["test", "-p", str(lock)]).returncode == 0
+    else:
+        assert code == 0, err
+        assert not lock.exists()
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_store_arrays_of_a_wrong_dtype_or_rank_are_one_line(sandbox, tmp_path, data):
+    import numpy as np
+    import zarr
+    store = tmp_path / "frames.zarr"
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.copytree(sandbox / "frames.zarr", store)
+    manifest = json.loads((store / "manifest.json").read_text())
+    records = manifest["outputs"]["videos"]
+    record = records[data.draw(st.integers(0, len(records) - 1))]
+    group = zarr.open_group(store, mode="a")
+    frames = group["videos"][record["key"]][:]
+    change = data.draw(st.sampled_from(["float32", "uint16", "int8", "bool", "float64",
+                                        "3-D", "5-D", "transposed", "fewer frames"]))
+    if change == "3-D":
+        frames = frames[..., 0]
+    elif change == "5-D":
+        frames = frames[..., None]
+    elif change == "transposed":
+        frames = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
+    elif change == "fewer frames":
+        frames = frames[:-1]
+    else:
+        frames = frames.astype(change)
+    del group["videos"][record["key"]]
+    group.create_array(f"videos/{record['key']}", data=frames)
+    command = data.draw(st.sampled_from(["probe", "retrieve", "pretrain"]))
+    args = {"probe": ["probe", sandbox / "run", "--data", store, "--clips", "2", "-j", "0"],
+            "retrieve": ["retrieve", sandbox / "run", "--data", store, "--clips", "1",
+                         "-j", "0"],
+            "pretrain": ["pretrain", store, "--epochs", "1", "-j", "0", "--batch-size", "30",
+                         "--backbone", "r3d18-tiny", "--set", "aug.size=32",
+                         "--set", "clip_len=4", "--set", "split=all"]}[command]
+    code, _, err = vssl_in_process(*args, "-o", tmp_path / "out")
+    assert code == 1 and "where the manifest says uint8" in err, (change, command, err)
+    assert len([ln for ln in err.splitlines() if "error:" in ln]) == 1, err

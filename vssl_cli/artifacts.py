@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any, Iterator
 
 from vssl_cli import __version__
 from vssl_cli.errors import UsageProblem, VsslError
+from vssl_cli.safe_io import finite, loads, read_bytes
 
 SCHEMA = 1
 KINDS = ("frames", "model", "eval", "export")
@@ -103,7 +105,7 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False, default=str)
+            json.dump(finite(obj), f, indent=1, sort_keys=False, default=str)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -140,8 +142,8 @@ def check_manifest(manifest: Any, source: str) -> dict:
 
 def parse_manifest(text: str | bytes, source: str) -> dict:
     try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        obj = loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
         raise VsslError(f"corrupt manifest: {e}", source) from None
     return check_manifest(obj, source)
 
@@ -157,13 +159,13 @@ def load_manifest(artifact: str | os.PathLike) -> dict:
         raise VsslError("no such artifact", artifact)
     if os.path.isfile(artifact):
         if artifact.endswith(MANIFEST_NAME):
-            return parse_manifest(Path(artifact).read_bytes(), artifact)
+            return parse_manifest(read_bytes(artifact, "manifest"), artifact)
         from vssl_cli.store import read_file_manifest  # HDF5 keeps it as a root attribute
         return read_file_manifest(artifact)
     path = manifest_path(artifact)
     if not path.exists():
         raise VsslError("not a vssl artifact: no manifest.json", artifact)
-    return parse_manifest(path.read_bytes(), str(path))
+    return parse_manifest(read_bytes(path, "manifest"), str(path))
 
 
 def expect_kind(manifest: dict, kind: str, artifact: str) -> dict:
@@ -232,6 +234,10 @@ def check_output(output: str | os.PathLike, kind: str, inputs=(), *,
         if _inside(source, real):
             raise UsageProblem(f"the output would replace the input {item}; choose another "
                                "output", output)
+    for folder in real.parents:           # writing inside a Zarr store would corrupt it
+        if (folder / "zarr.json").is_file():
+            raise UsageProblem(f"the output would be inside the Zarr store {folder}; choose "
+                               "another output", output)
     if os.path.lexists(out) and not os.path.exists(out):
         raise UsageProblem("the output is a broken symbolic link", output)
     if os.path.exists(real):
@@ -266,25 +272,92 @@ def remove_stale_partials(final: str | os.PathLike) -> None:
                 leftover.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def exclusive_lock(artifact: str | os.PathLike) -> Iterator[None]:
-    """Refuse a second writer of the same artifact instead of letting both corrupt it."""
-    lock_path = f"{os.fspath(artifact).rstrip(os.sep)}.lock"
-    Path(lock_path).parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+LOCK_TAG = "vssl lock, pid "
+LOCK_BYTES = 64
+
+
+def lock_path_for(artifact: str | os.PathLike) -> Path:
+    """``ARTIFACT.lock`` beside the artifact (``-o .`` locks ``../NAME.lock``, never a file
+    inside the folder it is about to fill)."""
+    path = Path(os.path.abspath(artifact))
+    if not path.name:
+        raise UsageProblem("the file system root cannot be an artifact; choose another "
+                           "output", os.fspath(artifact))
+    return path.with_name(f"{path.name}.lock")
+
+
+def _is_our_lock(fd: int) -> bool:
+    """A lock file vssl wrote: a plain file holding our tag and a PID (or, from versions
+    before the tag, a PID alone)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > LOCK_BYTES:
+        return False
+    text = os.pread(fd, LOCK_BYTES, 0).decode("ascii", "replace").strip()
+    return text.removeprefix(LOCK_TAG.strip()).strip().isdigit()
+
+
+def _open_lock(lock_path: Path, artifact) -> int:
+    """An open descriptor of ``lock_path``, flock'ed by us: created exclusively, or a stale
+    lock of ours taken over. Never follows a link nor truncates a file that is not ours."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(20):
+        created = False
+        try:
+            fd = os.open(lock_path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+            created = True
+        except FileExistsError:
+            try:
+                fd = os.open(lock_path, flags)
+            except FileNotFoundError:
+                continue          # its holder just removed it: create it again
+            except OSError:       # a symbolic link (ELOOP), a folder (EISDIR), no access
+                fd = -1
+            if fd < 0 or not _is_our_lock(fd):
+                if fd >= 0:
+                    os.close(fd)
+                raise UsageProblem(f"{lock_path} is in the way: vssl keeps its lock there, "
+                                   "and that file is not a vssl lock; move it away",
+                                   artifact) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise VsslError("another vssl process is writing this artifact "
                             f"(lock held on {lock_path})", artifact) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            same = os.path.samestat(os.lstat(lock_path), os.fstat(fd))
+        except FileNotFoundError:
+            same = False
+        if same:      # not a file its last holder unlinked while we waited for it
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{LOCK_TAG}{os.getpid()}\n".encode(), 0)
+            except OSError:       # a full disk: leave nothing behind
+                if created:
+                    os.unlink(lock_path)
+                os.close(fd)
+                raise
+            return fd
+        os.close(fd)
+    raise VsslError(f"could not take the lock {lock_path}: it keeps changing", artifact)
+
+
+@contextlib.contextmanager
+def exclusive_lock(artifact: str | os.PathLike) -> Iterator[None]:
+    """Refuse a second writer of the same artifact instead of letting both corrupt it.
+
+    The lock is ``ARTIFACT.lock``; only a file that is our lock is ever written or removed
+    (a user's file or link of that name is refused, untouched)."""
+    lock_path = lock_path_for(artifact)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _open_lock(lock_path, artifact)
+    try:
         yield
     finally:
-        os.close(fd)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(lock_path)
+            if os.path.samestat(os.lstat(lock_path), os.fstat(fd)):
+                os.unlink(lock_path)      # still ours: unlinked while we hold it
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -293,7 +366,7 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
 
     The previous artifact (if any) survives any failure before the swap.
     """
-    final = Path(final)
+    final = Path(os.path.abspath(final))   # `-o .` names the folder itself
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     tmp.chmod(0o777 & ~umask())
@@ -307,7 +380,7 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
 
 def replace_path(new: Path, final: Path) -> None:
     """Move ``new`` onto ``final``; an old ``final`` is moved aside first, then deleted."""
-    old = None
+    old, final = None, Path(os.path.abspath(final))
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)

@@ -5,7 +5,9 @@ The CLI renders them as one line, ``vssl <cmd>: error: <what> (<file>)``, and ex
 """
 from __future__ import annotations
 
+import errno
 import os
+import re
 
 
 class VsslError(Exception):
@@ -26,5 +28,27 @@ class UsageProblem(VsslError):
     exit_code = 2
 
 
+class DiskFull(VsslError):
+    """A write would not fit on its file system; refused before it started."""
+
+
 class DecodeError(VsslError):
     """A video could not be probed or decoded; extraction records it and moves on."""
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an operating-system failure. HDF5 reports a failed write as an OSError
+    without ``errno`` whose text spans lines ("... errno = 28, error message = 'No space
+    left on device' ..."): its errno and file name are read from that text."""
+    text = str(e)
+    code = e.errno
+    if code is None and (m := re.search(r"errno = (\d+)", text)):
+        code = int(m.group(1))
+    filename = e.filename
+    if filename is None and (m := re.search(r"filename = '([^']*)'", text)):
+        filename = m.group(1)
+    what = e.strerror or (os.strerror(code) if code else text.strip().splitlines()[0]
+                          if text.strip() else type(e).__name__)
+    if code == errno.ENOSPC:
+        what += ": free space and rerun (finished work is kept and resumed)"
+    return f"{what} ({filename})" if filename else what

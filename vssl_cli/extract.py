@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,7 +28,7 @@ from vssl_cli.errors import DecodeError, UsageProblem, VsslError
 from vssl_cli.shards import (in_shard, merge_shards, remove_merged, shard_store,
                              shard_stores)
 from vssl_cli.store import backend_for, open_writer
-from vssl_cli.store.base import StoreWriter
+from vssl_cli.store.base import StoreWriter, check_key
 from vssl_cli.video.datasets import DatasetIndex, IndexOptions, VideoEntry, build_index
 from vssl_cli.video.decode import DecodeParams, FrameDecoder
 
@@ -127,8 +128,11 @@ def _describe(decoder: FrameDecoder, params: DecodeParams) -> dict:
     steps = np.diff(times)
     span = float(times[-1] - times[0]) if len(times) > 1 else 0.0
     mean_rate = (len(times) - 1) / span if span > 0 else (params.fps or info.fps)
+    # Steps are whole ticks of the stream's time base: a millisecond base (Matroska) makes
+    # a constant 30 fps 33 and 34 ms. Rounding moves a step by up to one tick each way.
+    rounding = 0.0 if params.fps else 2 * decoder.tick
     variable = bool(len(steps) > 1 and steps.min() > 0
-                    and steps.max() - steps.min() > VFR_SPREAD * steps.mean())
+                    and steps.max() - steps.min() > VFR_SPREAD * steps.mean() + rounding)
     return {"frames": decoder.frames, "fps": round(float(mean_rate), 6),
             "timing": "resampled" if params.fps else "decoded", "vfr": variable,
             "start_time": round(float(times[0]), 6), "height": decoder.height,
@@ -136,7 +140,8 @@ def _describe(decoder: FrameDecoder, params: DecodeParams) -> dict:
             "sar": f"{info.sar.numerator}:{info.sar.denominator}",
             "orig_fps": round(info.fps, 6), "orig_duration": round(info.duration, 6),
             "rotation": info.rotation, "codec": info.codec, "partial": decoder.partial,
-            "warnings": decoder.warnings}
+            "warnings": decoder.warnings,
+            **({"clock_resets": decoder.clock_resets} if decoder.clock_resets else {})}
 
 
 def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, params_id: str,
@@ -254,16 +259,13 @@ def _previous_manifest(output: str) -> dict | None:
 
 def _is_store_without_manifest(path) -> bool:
     """A store of ours killed before its first manifest checkpoint (or whose manifest was
-    damaged): extract may take it over."""
-    if os.path.isdir(path):
-        return os.path.isfile(os.path.join(path, "zarr.json")) and \
-            os.path.isdir(os.path.join(path, "videos"))
-    import h5py
-    try:
-        with h5py.File(path, "r") as f:
-            return "videos" in f
-    except OSError:
-        return False
+    damaged): extract may take it over. Ours only by the mark vssl writes into a store
+    it creates: another tool's group or file with a ``videos`` member is not."""
+    if backend_for(path) == "hdf5":
+        from vssl_cli.store.hdf5_store import marked_as_ours
+    else:
+        from vssl_cli.store.zarr_store import marked_as_ours
+    return marked_as_ours(os.fspath(path))
 
 
 def extract(sources: list[str], output: str, cfg: ExtractConfig, *, workers: int = 1,
@@ -311,8 +313,10 @@ def extract(sources: list[str], output: str, cfg: ExtractConfig, *, workers: int
     if dry_run:
         return ExtractResult(output, {"would_extract": [e.id for e in index.entries]}, False)
     waiting = shard is None and bool(shard_stores(target))
-    if not (verify or prune or waiting) and _up_to_date(index, previous, config, sources,
-                                                         params_id, retry_errors):
+    # Decided before any writer opens the store (an HDF5 writer works on a copy of it): an
+    # up-to-date store has nothing to prune, and --verify reads it where it lies.
+    if not waiting and _up_to_date(index, previous, config, sources, params_id,
+                                   retry_errors) and not (verify and _damaged(target, previous)):
         return ExtractResult(output, previous, built=False)   # nothing is touched
 
     with exclusive_lock(target):
@@ -324,6 +328,12 @@ def extract(sources: list[str], output: str, cfg: ExtractConfig, *, workers: int
             merged = merge_shards(target, writer, frame_params) if waiting else {}
             result = _run(index, sources, output, writer, cfg, config, params_id, workers,
                           previous, prune, retry_errors, verify, on_plan, on_video, merged)
+        except (OSError, RuntimeError) as e:   # a write failed (a full disk): nothing
+            writer.write_failed()              # half-written may be resumed from
+            if isinstance(e, RuntimeError):    # HDF5: its cache could not be written back
+                raise VsslError(f"could not write the store ({str(e).splitlines()[0]}); "
+                                "free space and rerun", output) from None
+            raise
         finally:
             writer.close()
         if merged:
@@ -345,6 +355,22 @@ def _up_to_date(index, previous, config, sources, params_id, retry_errors) -> bo
     rows = [keep[e.id] for e in index.entries]
     return _manifest(config, sources, rows, previous["outputs"].get("classes", []),
                      index.layouts, True, 0.0, {})["id"] == previous["id"]
+
+
+def _damaged(target: str, previous: dict) -> bool:
+    """--verify on a finished store, read in place: whether any stored video's frames are
+    missing or do not decode (the run then repairs them through a writer)."""
+    records = [r for r in previous["outputs"].get("videos", []) if r.get("status") == "ok"]
+    if backend_for(target) == "hdf5":
+        from vssl_cli.store.hdf5_store import verify_file
+        problems = verify_file(target, records)
+    else:
+        from vssl_cli.store.zarr_store import verify_video
+        problems = [p for r in records if (p := verify_video(
+            Path(target) / "videos" / check_key(r.get("key"), target), int(r["frames"])))]
+    log.info("verify: %d of %d stored videos are sound", len(records) - len(problems),
+             len(records))
+    return bool(problems)
 
 
 def _check_compatible(output: str, previous: dict, frame_params: dict) -> None:
@@ -420,8 +446,9 @@ class _Run:
         current = {e.id for e in index.entries}
         stale = {i: r for i, r in previous.items() if i not in current}
         if prune:
+            in_use = {r.get("key") for r in self.keep.values()} | {e.key for e in self.todo}
             for r in stale.values():
-                if r.get("key"):
+                if r.get("key") and r["key"] not in in_use:   # never a live video's frames
                     writer.delete(r["key"])
             stale = {}
         self.carried = stale   # videos from earlier runs that these sources don't mention
@@ -501,7 +528,10 @@ class _Run:
                 process.terminate()   # a video in flight is simply redone next run
                 process.join(timeout=10)
             pool.shutdown(wait=True)   # threads: they see ``stop`` and return
-            self.checkpoint(complete=False)   # keep what finished: the next run resumes
+            try:
+                self.checkpoint(complete=False)   # keep what finished: the next run resumes
+            except Exception as e:   # e.g. the disk that failed the video is still full
+                log.debug("no checkpoint after the failure: %s", e)
             raise
         pool.shutdown(wait=True)
 

@@ -89,13 +89,27 @@ def check_frames_manifest(manifest: dict, source: str) -> None:
     videos = manifest["outputs"].get("videos", [])
     if not isinstance(videos, list):
         raise VsslError("manifest field outputs.videos is not a list", source)
+    live: dict[str, int] = {}
     for n, record in enumerate(videos):
-        check_fields(record, VIDEO_RECORD, f"outputs.videos[{n}]", source)
+        where = f"outputs.videos[{n}]"
+        check_fields(record, VIDEO_RECORD, where, source)
+        for field in ("source", "error"):
+            if not isinstance(record.get(field, ""), str) or (
+                    field == "error" and record["status"] == "error" and field not in record):
+                raise VsslError(f"manifest field {where}.{field} is not a string", source)
+        warnings = record.get("warnings", [])
+        if not isinstance(warnings, list) or any(type(w) is not str for w in warnings):
+            raise VsslError(f"manifest field {where}.warnings is not a list of strings",
+                            source)
         if record.get("status") == "ok":
-            check_fields(record, USABLE_VIDEO, f"outputs.videos[{n}]", source)
+            check_fields(record, USABLE_VIDEO, where, source)
             if not KEY.fullmatch(record.get("key") or ""):
                 raise VsslError(f"invalid video key {record.get('key')!r} in the manifest "
                                 "(keys are plain names inside the store)", source)
+            if record["key"] in live:
+                raise VsslError(f"{where} and outputs.videos[{live[record['key']]}] share "
+                                f"the video key {record['key']!r}", source)
+            live[record["key"]] = n
 
 
 def check_model_manifest(manifest: dict, source: str) -> None:

@@ -15,7 +15,7 @@ import traceback
 import click
 
 from vssl_cli import __version__
-from vssl_cli.errors import VsslError
+from vssl_cli.errors import VsslError, os_error_line
 
 # Command ``name`` is ``name_command`` in ``vssl_cli.cli.<name>``, imported only when it runs:
 # the training and evaluation commands pull in PyTorch (~0.8 s), which `extract`, `synth`,
@@ -67,34 +67,48 @@ def main(argv: list[str] | None = None) -> None:
     # leaves it ignored: `kill -INT` (or Ctrl-C sent to the group) would do nothing.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     name = _command_name(argv)
+    # The exit comes after the handlers: the failed command's frames (a DataLoader with
+    # worker processes among them) are released first and shut down cleanly.
+    sys.exit(_run(argv, name))
+
+
+def from_worker(text: str) -> str:
+    """An error a DataLoader worker raised reaches us re-raised with its whole traceback
+    in the message: keep the original's own line."""
+    if "Original Traceback" not in text:
+        return text
+    last = [line for line in text.strip().splitlines() if line.strip()][-1]
+    return last.split(": ", 1)[1] if ": " in last else last
+
+
+def _run(argv: list[str], name: str) -> int:
+    """Run the command; print any failure as one line and return the exit code."""
     try:
         code = cli.main(argv, prog_name="vssl", standalone_mode=False)
     except click.UsageError as e:
         ctx_name = e.ctx.command_path if e.ctx else name
         print(f"{ctx_name}: error: {e.format_message()}", file=sys.stderr)
-        sys.exit(2)
-    except click.Abort:
+        return 2
+    except (click.Abort, KeyboardInterrupt):
         print(f"{name}: error: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        print(f"{name}: error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        return 130
     except VsslError as e:
-        print(f"{name}: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        print(f"{name}: error: {from_worker(str(e))}", file=sys.stderr)
+        return e.exit_code
     except click.ClickException as e:
         print(f"{name}: error: {e.format_message()}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        return e.exit_code
     except BrokenPipeError:
-        sys.exit(1)
+        return 1
     except OSError as e:      # disk full, permissions, a vanished file: not a bug
-        where = f" ({e.filename})" if e.filename else ""
-        print(f"{name}: error: {e.strerror or e}{where}", file=sys.stderr)
-        sys.exit(1)
+        text = from_worker(str(e))
+        line = os_error_line(e) if text == str(e) else text
+        print(f"{name}: error: {line}", file=sys.stderr)
+        return 1
     except Exception as e:  # a bug: one line by default, the traceback with -v
         if "-v" in argv or "--verbose" in argv or "-vv" in argv:
             traceback.print_exc()
-        print(f"{name}: error: internal error: {type(e).__name__}: {e} "
+        print(f"{name}: error: internal error: {type(e).__name__}: {from_worker(str(e))} "
               "(rerun with -v for a traceback)", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+        return 1
+    return code if isinstance(code, int) else 0

@@ -9,13 +9,15 @@ import sys
 
 import click
 
+from vssl_cli.safe_io import finite
+
 log = logging.getLogger("vssl")
 
 
 def emit(path: str, manifest: dict, as_json: bool) -> None:
     """stdout carries only the artifact path (or its manifest with --json), so commands pipe."""
     if as_json:
-        click.echo(json.dumps(manifest, indent=1, default=str))
+        click.echo(json.dumps(finite(manifest), indent=1, default=str))
     else:
         click.echo(path)
 
@@ -47,6 +49,12 @@ def workers_option(default: int = 1, help: str = "Parallel workers."):
                         show_default=True, help=help)
 
 
+# The largest picture side ffmpeg's scaler makes (and far beyond any training frame).
+MAX_SIDE = 16384
+# Seeds are what numpy's and torch's generators take: 0 to 2**32 - 1.
+SEED = click.IntRange(0, 2**32 - 1)
+
+
 class SizeType(click.ParamType):
     """``WxH`` as a (width, height) tuple."""
 
@@ -57,11 +65,12 @@ class SizeType(click.ParamType):
             return value
         try:
             w, h = (int(v) for v in value.lower().split("x"))
-            if w > 0 and h > 0:
+            if 0 < w <= MAX_SIDE and 0 < h <= MAX_SIDE:
                 return (w, h)
         except ValueError:
             pass
-        self.fail(f"expected WIDTHxHEIGHT such as 160x120, got {value!r}", param, ctx)
+        self.fail(f"expected WIDTHxHEIGHT such as 160x120 (sides 1 to {MAX_SIDE}), got "
+                  f"{value!r}", param, ctx)
 
 
 class FiniteFloat(click.FloatRange):

@@ -6,8 +6,8 @@ import sys
 
 import click
 
-from vssl_cli.cli.common import (SizeType, dry_run_option, emit, force_option, json_option, log,
-                                 progress_bar, workers_option)
+from vssl_cli.cli.common import (MAX_SIDE, FiniteFloat, SizeType, dry_run_option, emit,
+                                 force_option, json_option, log, progress_bar, workers_option)
 from vssl_cli.errors import VsslError
 from vssl_cli.extract import ExtractConfig, extract
 from vssl_cli.shards import parse_shard
@@ -31,9 +31,10 @@ from vssl_cli.video.decode import DecodeParams
                    "[default: the list file's folder].")
 @click.option("--test-fraction", type=click.FloatRange(0, 1), default=0.3, show_default=True,
               help="Share of each class held out as test when labelled data has no splits.")
-@click.option("--fps", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--fps", type=FiniteFloat(0, 1000, min_open=True), default=None,
               help="Resample to this frame rate [default: keep the native rate].")
-@click.option("--short-side", type=click.IntRange(0), default=128, show_default=True,
+@click.option("--short-side", type=click.IntRange(0, MAX_SIDE), default=128,
+              show_default=True,
               callback=lambda ctx, param, v: _short_side(v),
               help="Resize so the shorter side has this many pixels, the longer one even "
                    "at the source's aspect (0 keeps the size).")
@@ -47,7 +48,7 @@ from vssl_cli.video.decode import DecodeParams
                    "auto keeps the store's, else the measured best lossless one.")
 @click.option("--quality", type=click.IntRange(1, 100), default=None,
               help="JPEG quality of --codec jpeg [default: 90].")
-@click.option("--chunk-frames", type=click.IntRange(1), default=None,
+@click.option("--chunk-frames", type=click.IntRange(1, 65536), default=None,
               help="Frames per storage chunk (jpeg: per shard file, each frame its own "
                    "chunk; default 256) [default: measured best per backend: "
                    + ", ".join(f"{b} {n}" for b, n in DEFAULT_CHUNK_FRAMES.items()) + "].")

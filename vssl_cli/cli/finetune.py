@@ -51,6 +51,9 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
     config = resolve(Supervised.Params, recipe, options, [
         f"params.clip_len={spec['clip_len']}", f"params.stride={spec['stride']}",
         f"params.num_classes={len(classes)}", f"aug.size={spec['size']}", *sets])
+    if config["params"]["num_classes"] != len(classes):
+        raise UsageProblem(f"params.num_classes is the store's number of classes "
+                           f"({len(classes)}); it cannot be set", frames)
     config.update(method="supervised", backbone=spec["backbone"],
                   label_fraction=label_fraction, test_clips=test_clips,
                   test_split=test_split, **({"test_crops": int(test_crops)}

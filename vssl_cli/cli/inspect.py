@@ -10,6 +10,8 @@ import click
 from rich.markup import escape
 
 from vssl_cli.artifacts import artifact_file, load_manifest, resolve_input
+from vssl_cli.errors import VsslError
+from vssl_cli.safe_io import LOG, finite, loads, read_text
 
 
 @click.command("inspect")
@@ -35,7 +37,7 @@ def _compare(paths, keys, as_json):
         metrics = load_manifest(path)["metrics"]
         rows.append({"artifact": path, **{k: metrics.get(k) for k in keys}})
     if as_json:
-        click.echo(json.dumps(rows, indent=1, default=str))
+        click.echo(json.dumps(finite(rows), indent=1, default=str))
         return
     from rich.console import Console
     table = _table("artifact", *(escape(k) for k in keys), box=None)
@@ -48,7 +50,7 @@ def _compare(paths, keys, as_json):
 
 def _show(path, manifest, as_json, videos):
     if as_json:
-        click.echo(json.dumps(manifest, indent=1, default=str))
+        click.echo(json.dumps(finite(manifest), indent=1, default=str))
         return
     from rich.console import Console
 
@@ -105,13 +107,13 @@ def _run_summary(console, folder: Path, manifest: dict) -> None:
 
 def _last_record(path: Path) -> dict | None:
     try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
+        lines = read_text(path, "metrics log", LOG).splitlines()
+    except (OSError, VsslError):
         return None
     for line in reversed(lines):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = loads(line)
+        except ValueError:
             continue
         if isinstance(record, dict):
             return record

@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from vssl_cli.cli.common import FiniteFloat, emit, log
+from vssl_cli.cli.common import SEED, FiniteFloat, emit, log
+from vssl_cli.safe_io import read_bytes
 from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test_features
 
 
@@ -16,7 +17,7 @@ from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test
 @click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True,
               help="Spatial crops per test clip: 1 (centre) or 3 (start, centre and end of "
                    "the longer side: the N clips x 3 crops test of PySlowFast/MMAction2).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed.")
 @click.option("--task", type=click.Choice(["classify", "boundary"]), default="classify",
               show_default=True, help="classify: linear probe; boundary: event boundary "
                                       "detection from feature change (needs --boundaries).")
@@ -78,7 +79,6 @@ def _boundary(run, frames, output, clip_len, stride, train_split, test_split, de
               as_json, boundaries, hop, rel_dis):
     import hashlib
     import json
-    from pathlib import Path
 
     from vssl_cli.cli.common import progress_bar
     from vssl_cli.errors import UsageProblem, VsslError
@@ -91,7 +91,7 @@ def _boundary(run, frames, output, clip_len, stride, train_split, test_split, de
     truth = gebd.load_boundaries(boundaries)
     config = {**base_config("boundary", model, 1, clip_len, stride, train_split, test_split),
               "hop": hop, "rel_dis": rel_dis,
-              "boundaries_sha1": hashlib.sha1(Path(boundaries).read_bytes()).hexdigest()}
+              "boundaries_sha1": hashlib.sha1(read_bytes(boundaries, "boundaries")).hexdigest()}
 
     def compute(tmp):
         encoder = model.encoder().eval().to(dev)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import click
 import numpy as np
 
 from vssl_cli.cli.common import emit, log
 from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test_features
+from vssl_cli.errors import VsslError
 
 FEATURES = "features.npz"
 EXAMPLES = "examples.png"
@@ -62,7 +64,7 @@ def retrieve_command(run, frames, output, clips, clip_len, stride, train_split, 
         emit(out, manifest, as_json)
         return
     from vssl_cli.evaluate.query import embed_query
-    saved = np.load(f"{out}/{FEATURES}")
+    saved = load_features(f"{out}/{FEATURES}")
     classes = frames_m["outputs"].get("classes", [])
     for q in queries:
         vector = embed_query(q, model, frames, frames_m, saved, config, dev)
@@ -71,6 +73,29 @@ def retrieve_command(run, frames, output, clips, clip_len, stride, train_split, 
                  "label": _label(classes, int(saved["gallery_labels"][i]))}
                 for s, i in zip(scores[0], idx[0])]
         click.echo(json.dumps({"query": q, "neighbours": hits}))
+
+
+def load_features(path: str) -> dict:
+    """The features a retrieval saved, checked: arrays only (no pickles), of the shapes and
+    types a query needs. A file edited or damaged since is one line."""
+    from vssl_cli.safe_io import check_regular
+    check_regular(path, "saved features")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            saved = {f"{part}{k}": f[f"{part}{k}"] for part in ("gallery", "query")
+                     for k in ("", "_ids", "_labels")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        said = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise VsslError(f"saved features are damaged ({said}); rerun with --force",
+                        path) from None
+    for part in ("gallery", "query"):
+        vectors, ids, labels = (saved[f"{part}{k}"] for k in ("", "_ids", "_labels"))
+        if not (vectors.ndim == 2 and vectors.dtype.kind == "f" and np.isfinite(vectors).all()
+                and ids.ndim == labels.ndim == 1 and len(ids) == len(labels) == len(vectors)
+                and labels.dtype.kind in "iu" and ids.dtype.kind in "US"):
+            raise VsslError(f"saved features are damaged ({part}: shapes or types do not "
+                            "fit); rerun with --force", path)
+    return saved
 
 
 def _label(classes: list[str], index: int) -> str | None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vssl_cli.cli.common import emit, json_option, log, progress_bar, workers_option
+from vssl_cli.cli.common import SEED, emit, json_option, log, progress_bar, workers_option
 from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, PLACEMENTS, SHAPES,
                                   SynthConfig, synthesize)
 
@@ -24,7 +24,7 @@ from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, PLACEMENTS, SHAP
               help="Frame width and height in pixels (even).")
 @click.option("--fps", type=click.IntRange(1), default=25, show_default=True,
               help="Frame rate of the written videos.")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Random seed; the same seed writes the same videos.")
 @click.option("--backgrounds", type=click.IntRange(0), default=8, show_default=True,
               help="Backgrounds shared by all classes (0: a new one per video).")

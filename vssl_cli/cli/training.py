@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
+from vssl_cli.cli.common import SEED
 from vssl_cli.engine.config import AMP_MODES, OPTIMIZERS, SCHEDULES, TrainConfig
 
 D = TrainConfig()
@@ -27,7 +28,7 @@ TRAIN_OPTIONS = [
     ("--clip-grad", "clip_grad", dict(type=float, help="Max gradient norm (0: off).")),
     ("--split", "split", dict(help="Store split to train on: auto (train if the store has "
                                    "splits, else all), all, train, test, ...")),
-    ("--seed", "seed", dict(type=int, help="Random seed (data order, augmentations, init).")),
+    ("--seed", "seed", dict(type=SEED, help="Random seed (data order, augmentations, init).")),
     ("--workers", "workers", dict(type=click.IntRange(-1),
                                   help="DataLoader worker processes reading the store; -1: "
                                        "auto (CUDA: the cores less one, up to 8; CPU: none "

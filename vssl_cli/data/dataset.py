@@ -58,7 +58,8 @@ class ClipDataset(Dataset):
         epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         record = self.videos[i]
         rng = np.random.default_rng([self.seed, epoch, i])
-        views = [np.asarray(v, dtype=np.int64) for v in self.views(int(record["frames"]), rng)]
+        frames_in_video = self.store.num_frames(record["id"])
+        views = [np.asarray(v, dtype=np.int64) for v in self.views(frames_in_video, rng)]
         wanted = np.unique(np.concatenate(views))
         frames = self.store.read(record["id"], wanted)                     # (N, H, W, 3)
         # Gathered in numpy: indexing a uint8 torch tensor with an index array takes ~25x

@@ -15,7 +15,8 @@ import tomllib
 from typing import Any
 
 from vssl_cli.data.augment import AugConfig
-from vssl_cli.errors import UsageProblem
+from vssl_cli.errors import UsageProblem, VsslError
+from vssl_cli.safe_io import read_bytes
 
 
 @dataclasses.dataclass
@@ -63,14 +64,13 @@ def default_config(params_cls) -> dict:
 
 def load_recipe(path: str) -> dict:
     try:
-        with open(path, "rb") as f:
-            return tomllib.loads(f.read().decode("utf-8"))
-    except FileNotFoundError:
-        raise UsageProblem("recipe not found", path) from None
+        return tomllib.loads(read_bytes(path, "recipe", 1 << 20).decode("utf-8"))
+    except VsslError as e:
+        raise UsageProblem(e.what, path) from None
     except UnicodeDecodeError as e:
         raise UsageProblem(f"recipe is not UTF-8 text (byte {e.start})", path) from None
-    except tomllib.TOMLDecodeError as e:
-        raise UsageProblem(f"invalid recipe TOML: {e}", path) from None
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise UsageProblem(f"invalid recipe TOML: {e or 'nested too deeply'}", path) from None
     except OSError as e:
         raise UsageProblem(f"cannot read recipe: {e.strerror}", path) from None
 
@@ -144,7 +144,7 @@ def flatten_recipe(recipe: dict) -> list[tuple[str, Any]]:
 RANGES = [
     ("epochs", 0, 1e6), ("max_steps", 0, 1e9), ("batch_size", 2, 1e6), ("lr", 1e-12, 100),
     ("momentum", 0, 1), ("weight_decay", 0, 100), ("warmup_epochs", 0, 1e6),
-    ("clip_grad", 0, 1e12), ("seed", 0, 2**63 - 1), ("workers", -1, 1024),
+    ("clip_grad", 0, 1e12), ("seed", 0, 2**32 - 1), ("workers", -1, 1024),
     ("checkpoint_every", 1, 1e12), ("log_every", 1, 1e12), ("step_gamma", 1e-12, 1),
     ("step_milestones", 0, 1),
     ("params.clip_len", 1, 4096), ("params.long_len", 1, 4096), ("params.global_len", 1, 4096),
@@ -154,7 +154,7 @@ RANGES = [
     ("params.step_frames", 1, 4096), ("params.temporal_strides", 1, 16),
     ("params.w_*", 0, 1e6), ("params.*_scale", 1e-6, 1), ("params.dropout", 0, 0.999),
     ("params.label_smoothing", 0, 1), ("params.bank_momentum", 0, 1),
-    ("aug.size", 8, 4096), ("aug.*_p", 0, 1), ("aug.scale", 1e-6, 1), ("aug.ratio", 1e-3, 1e3),
+    ("aug.size", 8, 1024), ("aug.*_p", 0, 1), ("aug.scale", 1e-6, 1), ("aug.ratio", 1e-3, 1e3),
     ("aug.brightness", 0, 10), ("aug.contrast", 0, 10), ("aug.saturation", 0, 10),
     ("aug.hue", 0, 0.5), ("aug.blur_sigma", 0, 100), ("aug.mean", -10, 10),
     ("aug.std", 1e-6, 100),

@@ -40,6 +40,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         device = torch.device(name if ":" in name else f"cuda:{local_rank}")
         torch.cuda.set_device(device)
         return device
+    if name == "mps" and not (getattr(torch.backends, "mps", None)
+                              and torch.backends.mps.is_available()):
+        raise UsageProblem("--device mps: Apple's Metal (MPS) is not available on this "
+                           "machine")
     try:
         return torch.device(name)
     except RuntimeError:

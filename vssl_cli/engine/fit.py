@@ -128,7 +128,7 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
     dev.shutdown_distributed()
     if not d.main:
         return Outcome(output, manifest, True)
-    return Outcome(output, load_manifest(output), True)
+    return Outcome(output, load_manifest(run.final), True)
 
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vssl_cli.artifacts import MANIFEST_NAME, load_manifest, replace_path, write_json_atomic
 from vssl_cli.errors import VsslError
+from vssl_cli.safe_io import LOG, finite, loads, read_text
 from vssl_cli.torch_io import load_plain, save_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -27,7 +28,7 @@ log = logging.getLogger("vssl")
 
 class RunDir:
     def __init__(self, final: str | os.PathLike):
-        self.final = Path(final)
+        self.final = Path(os.path.abspath(final))   # `-o .` names the folder itself
         self.partial = self.final.parent / f".{self.final.name}.partial"
         self.tensorboard = None
 
@@ -40,8 +41,8 @@ class RunDir:
 
     def partial_manifest(self) -> dict | None:
         try:
-            return json.loads((self.partial / MANIFEST_NAME).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            return loads(read_text(self.partial / MANIFEST_NAME, "manifest"))
+        except (VsslError, ValueError):
             return None
 
     def has_checkpoint(self) -> bool:
@@ -81,7 +82,7 @@ class RunDir:
 
     def log(self, record: dict) -> None:
         with open(self.partial / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(finite(record)) + "\n")
         if self.tensorboard is not None:
             self.tensorboard.log(record)
 
@@ -90,10 +91,10 @@ class RunDir:
         path = self.partial / METRICS
         out = []
         if path.exists():
-            for line in path.read_text(errors="replace").splitlines():
+            for line in read_text(path, "metrics log", LOG).splitlines():
                 try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
+                    record = loads(line)
+                except ValueError:
                     continue
                 if isinstance(record, dict) and isinstance(record.get("step"), int):
                     out.append(record)
@@ -127,10 +128,10 @@ class RunDir:
         if not path.exists():
             return
         kept = []
-        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        for n, line in enumerate(read_text(path, "metrics log", LOG).splitlines(), 1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = loads(line)
+            except ValueError:
                 if line.strip():
                     log.warning("dropped a torn line %d of %s", n, path)
                 continue

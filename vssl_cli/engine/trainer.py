@@ -119,6 +119,19 @@ def _loader(dataset: ClipDataset, sampler: EpochBatches, workers: int, cuda: boo
                       **kwargs)
 
 
+@contextlib.contextmanager
+def closing_workers(loader: DataLoader):
+    """Shut the loader's persistent worker processes down however the loop ends (an error
+    in a worker included): left to the interpreter's exit, they leak semaphores and say so
+    on stderr."""
+    try:
+        yield
+    finally:
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+
+
 def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None,
           progress=None, on_log=None) -> TrainResult:
     """Train ``method`` in place (see the module docstring). ``run`` is None on ranks > 0.
@@ -204,7 +217,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
     t_window, data_wait, t_start, start_step = time.perf_counter(), 0.0, time.perf_counter(), step
     last_saved = step
     method.train()
-    with StopRequest() as stop:
+    with StopRequest() as stop, closing_workers(loader):
         if step < total:                    # one pass: the sampler spans epoch boundaries
             sampler.start(step, total)
             t_fetch = time.perf_counter()

@@ -11,7 +11,6 @@ in source frames (rescaled when the store resampled the frame rate).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +18,30 @@ import torch
 
 from vssl_cli.data.samplers import clip_indices, span
 from vssl_cli.errors import VsslError
+from vssl_cli.safe_io import loads, read_bytes
 from vssl_cli.evaluate.features import preprocess
 
 
 def load_boundaries(path: str) -> dict[str, list[float]]:
     """{key: [source frames]}; keys are ids or file stems (both are tried)."""
     try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        doc = loads(read_bytes(path, "boundaries file"))
+    except (OSError, ValueError) as e:
         raise VsslError(f"cannot read boundaries: {e}", path) from None
     if isinstance(doc, dict) and isinstance(doc.get("videos"), list):     # synth.json
-        return {Path(v["video"]).stem: list(v.get("boundaries", [])) for v in doc["videos"]}
-    if isinstance(doc, dict) and all(isinstance(v, list) for v in doc.values()):
+        if all(isinstance(v, dict) and isinstance(v.get("video"), str)
+               and _frames(v.get("boundaries", [])) for v in doc["videos"]):
+            return {Path(v["video"]).stem: list(v.get("boundaries", [])) for v in doc["videos"]}
+    elif isinstance(doc, dict) and all(_frames(v) for v in doc.values()):
         return {str(k): list(v) for k, v in doc.items()}
-    raise VsslError("boundaries must be synth.json or {video: [frames]}", path)
+    raise VsslError("boundaries must be synth.json or {video: [frame numbers]}", path)
+
+
+def _frames(value) -> bool:
+    """A list of frame numbers (finite, not negative)."""
+    return isinstance(value, list) and all(
+        isinstance(f, (int, float)) and not isinstance(f, bool) and 0 <= f < 1e12
+        for f in value)
 
 
 def truth_for(record: dict, table: dict[str, list[float]]) -> list[float] | None:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vssl_cli.data.samplers import random_clip
+from vssl_cli.errors import UsageProblem
 from vssl_cli.methods.base import Method
 
 
@@ -31,7 +32,7 @@ class Supervised(Method):
     def __init__(self, params: SupervisedParams, backbone, aug, temporal_strides=None):
         super().__init__(params, backbone, aug, temporal_strides)
         if params.num_classes < 2:
-            raise ValueError("finetuning needs at least 2 classes")
+            raise UsageProblem("finetuning needs at least 2 classes")
         self.classifier = nn.Sequential(nn.Dropout(params.dropout),
                                         nn.Linear(self.encoder.out_dim, params.num_classes))
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import abc
 import os
 import re
+import shutil
 from typing import Iterable
 
 import numpy as np
 
-from vssl_cli.errors import VsslError
+from vssl_cli.errors import DiskFull, VsslError
 
 # Chosen with bench/store.py (results in bench/results/store.json; README "Frame store").
 DEFAULT_CODECS = {"zarr": "blosc-lz4", "hdf5": "lzf"}
@@ -25,6 +26,10 @@ JPEG_SHARD_FRAMES = 256
 # A chunk holds fewer frames when its frames are large (4K at --short-side 0 is 25 MB a
 # frame): the writer keeps one chunk in memory, so this bounds extraction's memory.
 CHUNK_BYTES = 16 << 20
+# Written into a store's root (Zarr group attribute, HDF5 file attribute) when vssl creates
+# it, before any video lands: a store killed before its first manifest is still known as
+# ours by it, while another tool's group that merely has a ``videos`` member is not.
+OWNER_ATTR, OWNER_VALUE = "vssl", "frames store"
 # What a storage key may look like: one path component, nothing hidden, nothing special.
 # Keys come from manifests, which anyone can edit; no read, write or delete may leave the
 # store because of one.
@@ -37,6 +42,27 @@ def check_key(key, where: str) -> str:
         raise VsslError(f"invalid video key {key!r} in the manifest (keys are plain names "
                         "inside the store)", where)
     return key
+
+
+# Room kept free beyond what a write needs: HDF5 writes its metadata (chunk indexes, the
+# manifest attribute) when it flushes, and a write that fails inside HDF5 leaves its cache
+# out of step with the file (and has crashed the interpreter at exit).
+SPACE_MARGIN = 4 << 20
+
+
+def ensure_space(path: str | os.PathLike, nbytes: int) -> None:
+    """Refuse a write of ``nbytes`` into ``path`` before it starts when the file system
+    holding it has not that much room (plus a margin): a full disk is then one line, and
+    what was written before stays sound to resume from."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < nbytes + SPACE_MARGIN:
+        raise DiskFull(f"no space left on the device ({free >> 20} MB free, "
+                       f"{(nbytes + SPACE_MARGIN) >> 20} MB needed for the next write); "
+                       "free space and rerun: what is finished is kept and resumed", path)
 
 
 def chunk_frames_for(chunk_frames: int, height: int, width: int) -> int:
@@ -79,6 +105,7 @@ class FrameStore(abc.ABC):
             check_key(r.get("key"), path)
         self._by_id = {r["id"]: r for r in self.videos}
         self.classes = manifest.get("outputs", {}).get("classes", [])
+        self._checked: set[str] = set()   # keys whose arrays were found as the manifest says
 
     def record(self, video_id: str) -> dict:
         try:
@@ -87,7 +114,31 @@ class FrameStore(abc.ABC):
             raise VsslError(f"no video {video_id!r} in this store", self.path) from None
 
     def num_frames(self, video_id: str) -> int:
+        """Frames of the video, as its array holds them (checked once against the record)."""
+        self.checked_key(video_id)
         return int(self.record(video_id)["frames"])
+
+    def checked_key(self, video_id: str) -> str:
+        """The video's storage key, once its array is found to be what vssl writes and what
+        the manifest says: uint8 (T, H, W, 3) of the recorded geometry. A store edited by
+        another tool (an array rewritten as float32, a frame count raised in the manifest)
+        is then one line, not a silent wrong result or a huge allocation."""
+        record = self.record(video_id)
+        key = record["key"]
+        if key not in self._checked:
+            shape, dtype = self._geometry(key)
+            expected = (int(record["frames"]), int(record["height"]), int(record["width"]), 3)
+            if dtype != "uint8" or tuple(shape) != expected:
+                raise VsslError(f"video {video_id!r}: the store holds a {dtype} array of shape "
+                                f"{tuple(shape)} where the manifest says uint8 {expected}; "
+                                "extract it again (vssl extract --verify)", self.path)
+            self._checked.add(key)
+        return key
+
+    @abc.abstractmethod
+    def _geometry(self, key: str) -> tuple[tuple, str]:
+        """(shape, dtype name) of the frames the store holds for ``key``; a store of one
+        JPEG per frame gives the decoded frames' shape and uint8."""
 
     def split(self, name: str | None) -> list[dict]:
         return [r for r in self.videos if name is None or r.get("split") == name]
@@ -102,7 +153,7 @@ class FrameStore(abc.ABC):
             return np.zeros((0, r["height"], r["width"], 3), np.uint8)
         if idx.min() < 0 or idx.max() >= n:
             raise VsslError(f"frame index out of range 0..{n - 1} for {video_id!r}", self.path)
-        key = self.record(video_id)["key"]
+        key = self.checked_key(video_id)
         selection, take = slab_plan(idx, not self._frame_chunks(key))
         frames = self._read(key, selection)
         return frames if take is None else frames[take]
@@ -212,6 +263,10 @@ class StoreWriter(abc.ABC):
 
     def discard(self) -> None:
         """Nothing changed: drop any working copy, leave the store as it was."""
+
+    def write_failed(self) -> None:
+        """A write failed (a full disk): drop whatever cannot be trusted to resume from.
+        Zarr's videos are files renamed into place when complete: nothing to drop."""
 
     def close(self) -> None:
         pass

@@ -12,6 +12,7 @@ stored chunks into the partial file without decompressing them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +24,9 @@ import numpy as np
 
 from vssl_cli.artifacts import parse_manifest
 from vssl_cli.errors import VsslError
-from vssl_cli.store.base import FrameStore, StoreWriter, VideoSink, check_key, chunk_frames_for
+from vssl_cli.safe_io import finite
+from vssl_cli.store.base import (OWNER_ATTR, OWNER_VALUE, FrameStore, StoreWriter, VideoSink,
+                                 check_key, chunk_frames_for, ensure_space)
 
 CODECS = {"lzf": {"compression": "lzf"}, "gzip": {"compression": "gzip", "compression_opts": 4},
           "none": {}}
@@ -53,6 +56,16 @@ def read_manifest(path: str) -> dict:
     return parse_manifest(text, path)
 
 
+def marked_as_ours(path: str) -> bool:
+    """Whether the HDF5 file at ``path`` carries the mark vssl writes when it creates a
+    store (see base.OWNER_ATTR)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get(OWNER_ATTR) == OWNER_VALUE
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 class Hdf5FrameStore(FrameStore):
     backend = "hdf5"
 
@@ -78,6 +91,18 @@ class Hdf5FrameStore(FrameStore):
 
     def _frame_chunks(self, key):
         return self._dataset(key).dtype == object
+
+    def _geometry(self, key):
+        dataset = self._dataset(key)
+        if not isinstance(dataset, h5py.Dataset):
+            return (), "group"
+        if dataset.dtype == object:      # one JPEG per frame
+            vlen = h5py.check_vlen_dtype(dataset.dtype)
+            frame = dataset.attrs.get("frame_shape")
+            if vlen != np.uint8 or frame is None or dataset.ndim != 1:
+                return tuple(dataset.shape), str(vlen or dataset.dtype)
+            return (dataset.shape[0], *(int(n) for n in frame)), "uint8"
+        return tuple(dataset.shape), str(dataset.dtype)
 
     def _video_of(self, key: str) -> str:
         return next((r["id"] for r in self.videos if r["key"] == key), key)
@@ -122,6 +147,7 @@ class _Frames:
             **CODECS[codec])
 
     def append(self, frames) -> None:
+        ensure_space(self.dataset.file.filename, np.asarray(frames).nbytes)
         n = self.dataset.shape[0]
         self.dataset.resize(n + len(frames), axis=0)
         if self.codec != "jpeg":
@@ -259,19 +285,17 @@ class Hdf5StoreWriter(StoreWriter):
         """Resume a partial file when it is sound and of the same origin, else start from
         the finished file (or from nothing)."""
         if os.path.exists(self.work):
-            try:
-                work = h5py.File(self.work, "a")
-            except OSError:
-                os.unlink(self.work)  # killed mid-write: its videos are simply redone
-            else:
-                if work.attrs.get(ORIGIN_ATTR) == self.origin:
-                    return work
+            work = _sound_partial(self.work)
+            if work is not None and work.attrs.get(ORIGIN_ATTR) == self.origin:
+                return work
+            if work is not None:
                 work.close()          # other settings, or the store changed since
-                os.unlink(self.work)
+            os.unlink(self.work)      # killed mid-write: its videos are simply redone
         if os.path.exists(self.path) and not fresh:
             shutil.copyfile(self.path, self.work)
         work = h5py.File(self.work, "a")
         work.attrs[ORIGIN_ATTR] = self.origin
+        work.attrs[OWNER_ATTR] = OWNER_VALUE
         return work
 
     def completed(self):
@@ -301,6 +325,7 @@ class Hdf5StoreWriter(StoreWriter):
 
     def adopt(self, key):
         part = self.parts / f"{key}.h5"
+        ensure_space(self.work, part.stat().st_size)
         with h5py.File(part, "r") as source:   # chunks copied as stored
             source.copy(source["frames"], self.incoming(key), name=key)
             if "timestamps" in source:
@@ -312,7 +337,11 @@ class Hdf5StoreWriter(StoreWriter):
     def take(self, store, key):
         """Copied in as stored (no recompression)."""
         check_key(key, self.path)
+        ensure_space(self.work, os.path.getsize(store) // 4)
         with h5py.File(store, "r") as source:
+            if "videos" not in source or key not in source["videos"]:
+                raise VsslError(f"its manifest lists videos/{key}, which it does not hold",
+                                store)
             source.copy(source["videos"][key], self.incoming(key), name=key)
             if TIMESTAMPS in source and key in source[TIMESTAMPS]:
                 _put_timestamps(self.file.require_group(TIMESTAMPS), key,
@@ -334,7 +363,9 @@ class Hdf5StoreWriter(StoreWriter):
                 del group[key]
 
     def write_manifest(self, manifest):
-        self.file.attrs[MANIFEST_ATTR] = json.dumps(manifest, default=str)
+        text = json.dumps(finite(manifest), default=str)
+        ensure_space(self.work, 2 * len(text))
+        self.file.attrs[MANIFEST_ATTR] = text
         self.file.flush()
 
     def finish(self):
@@ -347,10 +378,45 @@ class Hdf5StoreWriter(StoreWriter):
         self.file.close()
         os.unlink(self.work)
 
+    def write_failed(self):
+        """HDF5 keeps metadata in a cache that a failed write leaves out of step with the
+        file: the working copy cannot be resumed from, so it goes (the finished file was
+        never touched), and the next run starts it again."""
+        with contextlib.suppress(Exception):   # "Can't destroy cache" on a full disk
+            if self.file.id.valid:
+                self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.work)
+
     def close(self):
-        if self.file.id.valid:
-            self.file.close()
-        shutil.rmtree(self.parts, ignore_errors=True)
+        try:
+            if self.file.id.valid:
+                self.file.close()
+        except RuntimeError as e:   # the cache could not be written back: a damaged copy
+            self.write_failed()
+            raise VsslError(f"the working copy could not be written ({str(e).splitlines()[0]}"
+                            "); rerun to start it again", self.work) from None
+        finally:
+            shutil.rmtree(self.parts, ignore_errors=True)
+
+
+def _sound_partial(path: str) -> h5py.File | None:
+    """The partial file open for appending, or None when it does not open and read back
+    whole (its metadata and every video's record): a killed or failed write."""
+    try:
+        work = h5py.File(path, "a")
+    except (OSError, RuntimeError):
+        return None
+    try:
+        for group in ("videos", TIMESTAMPS):
+            for ds in (work[group].values() if group in work else ()):
+                ds.attrs.get("record")
+                _ = ds.shape, ds.dtype
+        return work
+    except Exception:
+        with contextlib.suppress(Exception):
+            work.close()
+        return None
 
 
 def _repack_if_wasteful(path: str) -> None:
@@ -367,6 +433,20 @@ def _repack_if_wasteful(path: str) -> None:
             os.replace(tmp, path)
         elif os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def verify_file(path: str, records: list[dict]) -> list[str]:
+    """What is wrong with each stored video of the finished file at ``path`` (read only)."""
+    problems = []
+    with h5py.File(path, "r") as f:
+        videos = f.get("videos")
+        for record in records:
+            key = check_key(record.get("key"), path)
+            if videos is None or key not in videos:
+                problems.append(f"videos/{key} is missing")
+            elif (problem := verify_dataset(videos[key], int(record["frames"]))):
+                problems.append(problem)
+    return problems
 
 
 def verify_dataset(dataset: h5py.Dataset, frames: int) -> str | None:

@@ -66,13 +66,19 @@ def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2))
 
 
-def ensure_group(folder: Path) -> None:
-    """Make ``folder`` a zarr v3 group (an existing one is kept as it is). Its metadata is
-    written atomically: groups live outside the staging area, for the store's lifetime."""
+def ensure_group(folder: Path, attributes: dict | None = None) -> None:
+    """Make ``folder`` a zarr v3 group (an existing one is kept as it is, with
+    ``attributes`` added to its own). Its metadata is written atomically: groups live
+    outside the staging area, for the store's lifetime."""
     folder.mkdir(parents=True, exist_ok=True)
     meta = folder / "zarr.json"
     if not meta.exists():
-        write_json_atomic(meta, GROUP_METADATA)
+        write_json_atomic(meta, {**GROUP_METADATA, "attributes": dict(attributes or {})})
+    elif attributes:
+        current = json.loads(meta.read_text())
+        if any(current.get("attributes", {}).get(k) != v for k, v in attributes.items()):
+            current["attributes"] = {**current.get("attributes", {}), **attributes}
+            write_json_atomic(meta, current)
 
 
 class ChunkWriter:

@@ -18,7 +18,9 @@ import numpy as np
 
 from vssl_cli.artifacts import MANIFEST_NAME, parse_manifest, replace_path, umask, write_json_atomic
 from vssl_cli.errors import VsslError
-from vssl_cli.store.base import FrameStore, StoreWriter, VideoSink, check_key
+from vssl_cli.safe_io import read_bytes
+from vssl_cli.store.base import (OWNER_ATTR, OWNER_VALUE, FrameStore, StoreWriter, VideoSink,
+                                 check_key, ensure_space)
 from vssl_cli.store.zarr_chunks import (CODECS, ChunkError, ChunkLayout, ChunkWriter,
                                         JpegShardLayout, JpegShardWriter, ensure_group,
                                         read_vector, write_vector)
@@ -35,7 +37,7 @@ def read_manifest(path: str) -> dict:
     if not target.exists():
         raise VsslError("frame store has no manifest.json (not extracted, or extraction "
                         "never finished a checkpoint)", path)
-    return parse_manifest(target.read_bytes(), str(target))
+    return parse_manifest(read_bytes(target, "manifest"), str(target))
 
 
 class ZarrFrameStore(FrameStore):
@@ -68,6 +70,19 @@ class ZarrFrameStore(FrameStore):
 
     def _frame_chunks(self, key):
         return isinstance(self._layout(key), JpegShardLayout)
+
+    def _geometry(self, key):
+        layout = self._layout(key)
+        if layout is not None:          # only uint8 arrays of 4 dimensions have one
+            return layout.shape, "uint8"
+        try:
+            array = self._group()["videos"][key]
+        except KeyError:
+            raise VsslError(f"the frames of video {self._video_of(key)!r} are missing "
+                            f"(videos/{key})", self.path) from None
+        if not hasattr(array, "dtype"):
+            return (), "group"
+        return tuple(array.shape), str(array.dtype)
 
     def _video_of(self, key: str) -> str:
         return next((r["id"] for r in self.videos if r["key"] == key), key)
@@ -114,6 +129,7 @@ class _ZarrSink(VideoSink):
                 "bytes_per_frame": round(self.array.bytes / self.array.frames, 1)}
 
     def append(self, frames):
+        ensure_space(self.staging, frames.nbytes)
         self.array.append(frames)
 
     def commit(self, record, timestamps=None):
@@ -165,7 +181,7 @@ class ZarrStoreWriter(StoreWriter):
             os.chmod(self.path, 0o777 & ~umask())
         root = Path(self.path)
         _check_group(root)
-        ensure_group(root)
+        ensure_group(root, {OWNER_ATTR: OWNER_VALUE})
         ensure_group(root / "videos")
         ensure_group(root / TIMESTAMPS)
         shutil.rmtree(root / staging, ignore_errors=True)
@@ -185,6 +201,8 @@ class ZarrStoreWriter(StoreWriter):
     def take(self, store, key):
         """Renamed in (the shard sits beside the store: the same file system)."""
         check_key(key, self.path)
+        if not (Path(store) / "videos" / key / "zarr.json").is_file():
+            raise VsslError(f"its manifest lists videos/{key}, which it does not hold", store)
         for folder in (TIMESTAMPS, "videos"):          # timestamps first, as commit does
             source = Path(store) / folder / key
             if source.exists():
@@ -206,6 +224,16 @@ class ZarrStoreWriter(StoreWriter):
         if self.path != self.final:
             replace_path(Path(self.path), Path(self.final))
             self.path = self.final
+
+
+def marked_as_ours(path: str) -> bool:
+    """Whether the Zarr group at ``path`` carries the mark vssl writes when it creates a
+    store (see base.OWNER_ATTR)."""
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text())
+        return meta["attributes"].get(OWNER_ATTR) == OWNER_VALUE
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def completed_videos(path: str) -> dict[str, dict]:

@@ -18,8 +18,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+from vssl_cli import safe_io
 from vssl_cli.artifacts import digest
-from vssl_cli.errors import UsageProblem
+from vssl_cli.errors import UsageProblem, VsslError
 
 log = logging.getLogger("vssl.extract")
 
@@ -123,7 +124,7 @@ def parse_ucf101(root: Path, opts: IndexOptions) -> list[VideoEntry]:
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 2 or not fields[0].isdigit():
+        if len(fields) != 2 or not (fields[0].isascii() and fields[0].isdigit()):
             raise UsageProblem(f"line {n}: expected 'index class', got {line!r}",
                                class_files[0])
         classes[int(fields[0])] = fields[1]
@@ -176,14 +177,16 @@ def parse_kinetics(csv_path: Path, opts: IndexOptions) -> list[VideoEntry]:
     root = Path(opts.video_root) if opts.video_root else csv_path.parent
     by_stem = {p.stem: p for p in _videos_under(root)}
     entries = []
-    with open(csv_path, newline="", errors="replace") as f:
+    with io.StringIO(_read_text(csv_path, LIST_BYTES), newline="") as f:
         reader = csv.DictReader(f)
         need = {"youtube_id", "time_start", "time_end"}
         if not need <= set(reader.fieldnames or []):
             raise UsageProblem("Kinetics CSV needs columns label,youtube_id,time_start,"
                                "time_end,split", csv_path)
         for row in reader:
-            yt = row["youtube_id"]
+            yt = (row["youtube_id"] or "").strip()
+            if not yt:
+                raise UsageProblem(f"line {reader.line_num}: empty youtube_id", csv_path)
             try:
                 t0, t1 = float(row["time_start"]), float(row["time_end"])
             except (TypeError, ValueError):
@@ -204,9 +207,16 @@ def parse_kinetics(csv_path: Path, opts: IndexOptions) -> list[VideoEntry]:
     return entries
 
 
-def _read_text(path: Path) -> str:
-    """A list or annotation file; bytes that are not UTF-8 become U+FFFD, not a crash."""
-    return path.read_text(errors="replace")
+LIST_BYTES = 256 << 20    # lists and CSVs (Kinetics-700's train CSV is ~30 MB)
+
+
+def _read_text(path: Path, limit: int = safe_io.SMALL) -> str:
+    """A list or annotation file; bytes that are not UTF-8 become U+FFFD, not a crash; a
+    FIFO, a device or an absurd size is a usage error."""
+    try:
+        return safe_io.read_text(path, "list or annotation file", limit)
+    except VsslError as e:
+        raise UsageProblem(e.what, path) from None
 
 
 def entry_id(path: Path, base: Path) -> str:
@@ -218,6 +228,20 @@ def entry_id(path: Path, base: Path) -> str:
     if rel == ".." or rel.startswith(".." + os.sep):
         rel = str(path).lstrip(os.sep)
     return _strip_ext(rel)
+
+
+def _resolve(name: str, base: Path) -> Path | None:
+    """``name`` from a list as a path (relative to ``base``), None when it cannot be one."""
+    try:
+        candidate = Path(name).expanduser()
+    except RuntimeError:
+        return None
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+def _names_file(text: str, base: Path) -> bool:
+    path = _resolve(text, base)
+    return path is not None and path.is_file()
 
 
 def _list_fields(text: str, base: Path) -> list[str]:
@@ -241,16 +265,22 @@ def parse_list(lines: Iterable[str], base: Path, source: str) -> list[VideoEntry
     entries = []
     for n, raw in enumerate(lines, 1):
         text = raw.rstrip("\r\n")
-        if not text.strip() or text.lstrip().startswith("#"):
-            continue
         if "\x00" in text:
             raise UsageProblem(f"line {n}: NUL byte in {text!r} (use -0 for a NUL-separated "
                                "list)", source)
         try:
+            # A line naming an existing file is that file, even one starting with "#"
+            if not text.strip() or (text.lstrip().startswith("#")
+                                    and not _names_file(text.strip(), base)):
+                continue
             parts = _list_fields(text, base)
         except (OSError, RuntimeError, ValueError):   # unknown ~user, an absurd name
             raise UsageProblem(f"line {n}: cannot read {text.strip()!r} as a path",
                                source) from None
+        named = _resolve(parts[0], base)
+        if named is not None and named.is_dir():
+            raise UsageProblem(f"line {n}: {parts[0]!r} is a directory; a list names video "
+                               "files (pass a folder as a source of its own)", source)
         if len(parts) > 3:
             raise UsageProblem(f"line {n}: expected 'path [label [split]]', got "
                                f"{text.strip()!r} (a path with spaces that does not exist "
@@ -362,19 +392,22 @@ def index_directory(root: Path, opts: IndexOptions) -> tuple[list[VideoEntry], s
 
 
 def index_file(path: Path, opts: IndexOptions) -> tuple[list[VideoEntry], str]:
+    try:
+        safe_io.check_regular(path, "source")   # a FIFO or a device would never end
+    except VsslError as e:
+        raise UsageProblem(e.what, path) from None
     suffix = path.suffix.lower()
     if opts.layout == "kinetics" or (suffix == ".csv" and _has_kinetics_header(path)):
         return parse_kinetics(path, opts), "kinetics"
     if suffix in LIST_EXTENSIONS or opts.layout == "list":
         base = Path(opts.video_root) if opts.video_root else path.parent
-        with open(path, errors="replace") as f:
-            return parse_list(f, base, str(path)), "list"
+        return parse_list(io.StringIO(_read_text(path, LIST_BYTES)), base, str(path)), "list"
     return [VideoEntry(_strip_ext(path.name), str(path))], "file"
 
 
 def _has_kinetics_header(path: Path) -> bool:
-    with open(path, errors="replace") as f:
-        return "youtube_id" in f.readline()
+    with open(path, "rb") as f:
+        return b"youtube_id" in f.readline(1 << 16)
 
 
 def assign_splits(entries: list[VideoEntry], test_fraction: float) -> list[VideoEntry]:
@@ -415,9 +448,24 @@ def build_index(sources: list[str], opts: IndexOptions, stdin=None,
                 raise UsageProblem("no such file or directory", src)
         entries += found
         layouts.append(layout)
-    unique = assign_splits(_unique_ids(entries), opts.test_fraction)
+    unique = assign_splits(_unique_ids([_readable(e) for e in entries]), opts.test_fraction)
     labels = {e.label for e in unique if e.label}
     return DatasetIndex(unique, layouts, sorted(labels))
+
+
+def _text(name: str | None) -> str | None:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as surrogates, which
+    no JSON file, picture or terminal can hold) become U+FFFD."""
+    if name is None:
+        return None
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _readable(e: VideoEntry) -> VideoEntry:
+    """The entry with an id and class name that are text (its path stays the file's)."""
+    if _text(e.id) == e.id and _text(e.label) == e.label:
+        return e
+    return dataclasses.replace(e, id=_text(e.id), label=_text(e.label))
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -435,9 +483,14 @@ def _unique_ids(entries: list[VideoEntry]) -> list[VideoEntry]:
     groups: dict[str, list[tuple[int, VideoEntry]]] = {}
     for i, e in enumerate(entries):
         same = groups.setdefault(e.id, [])
-        if not any(_same_file(o.path, e.path) and (o.start, o.end) == (e.start, e.end)
-                   for _, o in same):
+        twin = next((o for _, o in same if _same_file(o.path, e.path)
+                     and (o.start, o.end) == (e.start, e.end)), None)
+        if twin is None:
             same.append((i, e))
+        elif (twin.label, twin.split) != (e.label, e.split):
+            raise UsageProblem(f"{e.path} is listed twice, as {twin.label!r} ({twin.split}) "
+                               f"and as {e.label!r} ({e.split}); name each video once",
+                               e.path)
     named: dict[str, list[tuple[int, VideoEntry]]] = {}
     for vid, group in groups.items():
         for i, e in group:

@@ -164,6 +164,8 @@ class FrameDecoder:
         self.partial = False
         self.corrupt_frames = 0
         self.decode_errors = 0
+        self.clock_resets = 0     # times the source's clock ran backwards (joined segments)
+        self.tick = 0.0           # the stream's time base in seconds (timestamp rounding)
 
     # -- what went wrong, in the decoder's words -------------------------------------
     def _damaged(self, what: str) -> None:
@@ -234,7 +236,9 @@ class FrameDecoder:
         clock = _BestEffortClock(prefer_dts="avi" in container.format.name.split(","))
         nominal = stream.average_rate or stream.guessed_rate or 25
         default_step = max(1, round(1 / (float(nominal) * stream.time_base)))
+        self.tick = float(stream.time_base)
         done = False
+        shift, last_pts = 0, None   # ticks added after a clock reset; the last frame's pts
 
         def decoded(packet):
             nonlocal done
@@ -245,9 +249,20 @@ class FrameDecoder:
                 self._damaged(f"decoding error near {self._last_time():.2f} s: "
                               f"{e.strerror or e}")
                 return []
+            nonlocal shift, last_pts
             kept = []
             for frame in frames:
-                frame.pts = clock(frame.pts, frame.dts, frame.duration or default_step)
+                pts = clock(frame.pts, frame.dts, frame.duration or default_step)
+                if pts is not None:
+                    # A clock that runs backwards (MPEG-TS segments joined byte for byte, a
+                    # recorder restarted): the frames go on one step after the last, so
+                    # times never go back; the record says how often this happened.
+                    if last_pts is not None and pts + shift < last_pts:
+                        shift = last_pts + (frame.duration or default_step) - pts
+                        self.clock_resets += 1
+                    pts += shift
+                    last_pts = pts
+                frame.pts = pts
                 t = frame.time
                 if t is not None and t < first - 1e-6:
                     continue                     # before the trim window (after a seek)
@@ -301,6 +316,7 @@ class FrameDecoder:
                                          self.width, self.height, p.fps)
                 yield from stored(pictures.push(frame))
 
+        held = None              # a packet the demuxer flagged corrupt, decoded if more follow
         for packet in self._packets(container, stream):
             if packet.pts is not None or packet.dts is not None:
                 ticks = packet.pts if packet.pts is not None else packet.dts
@@ -308,16 +324,24 @@ class FrameDecoder:
                 packet_end = max(packet_end, float(end_ticks * stream.time_base))
             if packet.size == 0:
                 continue        # an AVI "dropped frame" (or the end marker): nothing to decode
+            if held is not None:
+                # Flagged but followed by more of the stream: a continuity glitch (MPEG-TS
+                # segments joined byte for byte flag the last packet before the joint),
+                # which ffmpeg decodes like any packet; real damage shows in the frame.
+                yield from through(decoded(held))
+                held = None
             if packet.is_corrupt:
-                # Torn by a truncation or a read error (the demuxer flags it). Decoding it
-                # gives at most a half-concealed picture, and with frame threads its error
-                # surfaces later and costs PyAV the frames decoded beside it.
-                self._damaged(f"corrupt packet near {self._last_time():.2f} s left out")
+                held = packet
                 continue
             yield from through(decoded(packet))
             if done or (p.max_frames and self.frames >= p.max_frames):
                 break
         else:
+            if held is not None:
+                # The stream's last packet, torn by a truncation or a read error. Decoding
+                # it gives at most a half-concealed picture, and with frame threads its
+                # error surfaces later and costs PyAV the frames decoded beside it.
+                self._damaged(f"corrupt packet near {self._last_time():.2f} s left out")
             yield from through(decoded(None))          # frames the decoder still holds
         if pictures is not None:
             yield from stored(pictures.push(None))    # and the filter graph

@@ -18,6 +18,9 @@ import av
 from vssl_cli.errors import DecodeError
 
 
+ATTACHED_PIC = 0x400    # AV_DISPOSITION_ATTACHED_PIC
+
+
 @dataclasses.dataclass(frozen=True)
 class VideoInfo:
     width: int          # coded picture, before the sample aspect ratio and rotation
@@ -140,7 +143,12 @@ def open_video(path: str):
             raise DecodeError("not a video or corrupt (Invalid data found when processing "
                               "input)", path) from None
         raise DecodeError(f"cannot open: {e.strerror or e}", path) from None
-    if not container.streams.video:
+    # A cover picture (an attached picture: album art, a thumbnail) is a "video" stream of
+    # one image, not video: never taken for one, as ffmpeg's own stream choice skips it.
+    videos = [s for s in container.streams.video
+              if not int(getattr(s, "disposition", 0)) & ATTACHED_PIC]
+    if not videos:
         container.close()
-        raise DecodeError("no video stream (audio-only or not a video)", path)
-    return container, container.streams.video[0]
+        raise DecodeError("no video stream (audio-only, a cover picture only, or not a "
+                          "video)", path)
+    return container, videos[0]

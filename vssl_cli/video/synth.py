@@ -313,21 +313,58 @@ def _write_one(root: Path, cfg: SynthConfig, pool, name: str, vi: int, group: in
     return {"video": rel, "group": group + 1, **note}
 
 
+INDEX_BYTES = 64 << 20   # a synth.json larger than this is not one synth wrote
+
+
+def synth_files(index: dict) -> set[str]:
+    """Every file (relative path) a synth dataset with this index consists of."""
+    names = {"synth.json", "ucfTrainTestlist/classInd.txt"}
+    names |= {f"ucfTrainTestlist/{kind}list{s:02d}.txt" for kind in ("train", "test")
+              for s in range(1, SPLITS + 1)}
+    return names | {f"UCF-101/{v['video']}" for v in index["videos"]}
+
+
+def synth_index(folder: Path) -> dict | None:
+    """The index of the synth dataset at ``folder``, or None when the folder is not one.
+
+    A folder is a synth dataset only when its ``synth.json`` is one synth wrote (its id is
+    the digest of its own config) and every file and folder in it is one that index
+    accounts for: replacing it can then delete nothing else (a ``synth.json`` beside a
+    user's notes does not make their folder ours)."""
+    index_file = folder / "synth.json"
+    try:
+        if index_file.is_symlink() or index_file.stat().st_size > INDEX_BYTES:
+            return None
+        index = json.loads(index_file.read_text())
+        if not (isinstance(index, dict) and isinstance(index.get("config"), dict)
+                and index.get("id") == digest({"synth": index["config"]})
+                and isinstance(index.get("videos"), list)
+                and all(isinstance(v, dict) and isinstance(v.get("video"), str)
+                        for v in index["videos"])):
+            return None
+        expected = synth_files(index)
+        folders = {str(Path(n).parent) for n in expected} | {"UCF-101"}
+        for path in folder.rglob("*"):
+            rel = path.relative_to(folder).as_posix()
+            if path.is_symlink() or not (rel in expected and path.is_file()
+                                         or rel in folders and path.is_dir()):
+                return None
+    except (OSError, ValueError, RecursionError):
+        return None
+    return index
+
+
 def synthesize(out_dir: str | os.PathLike, cfg: SynthConfig, workers: int = 1,
                progress=None) -> tuple[Path, bool]:
     """Write the dataset atomically; returns (path, built). Same config twice is a no-op."""
     cfg.validate()
     out = Path(out_dir)
-    check_output(out, "synth dataset", also_ours=lambda p: (p / "synth.json").is_file())
+    check_output(out, "synth dataset", also_ours=lambda p: synth_index(p) is not None)
     config = cfg.recorded()
     config_id = digest({"synth": config})
-    index = out / "synth.json"
-    if index.exists():
-        try:
-            if json.loads(index.read_text()).get("id") == config_id:
-                return out, False
-        except json.JSONDecodeError:
-            pass
+    previous = synth_index(out) if out.is_dir() else None
+    if previous is not None and previous["id"] == config_id:
+        return out, False
     names = cfg.class_names()
     with atomic_directory(out) as tmp:
         jobs = list(_plan(cfg))
