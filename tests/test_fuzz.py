@@ -22,7 +22,8 @@ EXAMPLES = int(os.environ.get("VSSL_FUZZ_EXAMPLES", "20"))   # more for a longer
 HOSTILE = [None, -1, 0, 1, 1e12, -1e12, 1e-12, math.nan, math.inf, "", "x", "../../escape",
            "/etc/passwd", [], {}, True, [1e9, 1e9], {"a": 1}]
 HOSTILE_TEXT = ["nan", "inf", "-1", "0", "1e30", "100000000000000000000000", "", "x",
-                "../../escape", "-0.5", "3.5", "1,2"]
+                "../../escape", "-0.5", "3.5", "1,2", "1e9", "1e23", "1e300", "-1e300",
+                "99999999", "999999999999", "4096", "99999x99999", "2x2"]
 
 
 def snapshot(root: Path, skip: Path) -> dict[str, tuple[int, int]]:
@@ -271,3 +272,90 @@ def test_store_arrays_of_a_wrong_dtype_or_rank_are_one_line(sandbox, tmp_path, d
     code, _, err = vssl_in_process(*args, "-o", tmp_path / "out")
     assert code == 1 and "where the manifest says uint8" in err, (change, command, err)
     assert len([ln for ln in err.splitlines() if "error:" in ln]) == 1, err
+
+
+# -- numeric extremes on the evaluation commands, special files wherever a file is read --
+
+EVALUATIONS = {
+    "probe": lambda r, o: ["probe", r / "run", "--data", r / "frames.zarr", "-o", o, "-j", "0"],
+    "retrieve": lambda r, o: ["retrieve", r / "run", "--data", r / "frames.zarr", "-o", o,
+                              "-j", "0"],
+    "export": lambda r, o: ["export", r / "run", "--data", r / "frames.zarr", "-o", o,
+                            "--format", "embeddings", "-j", "0"],
+}
+EXTREMES = ["nan", "inf", "-1", "1e9", "1e23", "1e300", "-1e300", "999999999999",
+            "99999x99999", ""]
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_numeric_extremes_of_evaluation_options_are_one_line(sandbox, tmp_path, data):
+    command = data.draw(st.sampled_from(sorted(EVALUATIONS)))
+    option = data.draw(st.sampled_from([o for o in _value_options(command)
+                                        if o not in ("--data", "--query", "--boundaries")]))
+    value = data.draw(st.sampled_from(EXTREMES))
+    out = tmp_path / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    before = snapshot(sandbox, out)
+    code, stdout, err = vssl_in_process(*EVALUATIONS[command](sandbox, out), option, value)
+    assert "internal error" not in err and "Traceback" not in err, (command, option, err)
+    assert code in (0, 1, 2), (command, option, value, code, err)
+    if code:
+        assert len([ln for ln in err.splitlines() if "error:" in ln]) == 1, err
+    assert snapshot(sandbox, out) == before
+
+
+def _special(kind: str, path: Path) -> Path:
+    """A file that is not what a reader expects at ``path`` (its name may change)."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "/dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "binary":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif kind == "non-UTF-8 name":
+        path = path.with_name(os.fsdecode(b"n\xff" + os.fsencode(path.name)))
+        path.write_bytes(b"\xff\xfe not utf-8 \x00")
+    return path
+
+
+READERS = {   # what reads the file: (file name, arguments with {f} for it)
+    "recipe": ("r.toml", lambda r, f, o: ["pretrain", r / "frames.zarr", "-o", o,
+                                          "--recipe", f, "--dry-run"]),
+    "boundaries": ("b.json", lambda r, f, o: ["probe", r / "run", "--data", r / "frames.zarr",
+                                              "-o", o, "--task", "boundary",
+                                              "--boundaries", f]),
+    "list": ("l.txt", lambda r, f, o: ["extract", f, "-o", o]),
+    "csv": ("k.csv", lambda r, f, o: ["extract", f, "-o", o]),
+    "manifest": ("manifest.json", lambda r, f, o: ["inspect", f.parent]),
+    "metrics log": ("metrics.jsonl", lambda r, f, o: ["inspect", f.parent]),
+}
+
+
+@settings(max_examples=EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_special_files_wherever_a_file_is_read_are_one_line(sandbox, tmp_path, data):
+    from conftest import run_vssl
+    reader = data.draw(st.sampled_from(sorted(READERS)))
+    kind = data.draw(st.sampled_from(["fifo", "/dev/zero", "folder", "binary",
+                                      "non-UTF-8 name"]))
+    name, argv = READERS[reader]
+    work = tmp_path / f"{reader}-{kind}".replace("/", "_").replace(" ", "_")
+    shutil.rmtree(work, ignore_errors=True)
+    if reader in ("manifest", "metrics log"):
+        shutil.copytree(sandbox / "run", work)
+        (work / name).unlink(missing_ok=True)
+    else:
+        work.mkdir()
+    target = _special(kind, work / name)
+    proc = run_vssl(*argv(sandbox, target, tmp_path / "out"), timeout=60)
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, \
+        (reader, kind, proc.stderr)
+    assert proc.returncode in (0, 1, 2), (reader, kind, proc.returncode, proc.stderr)
+    if proc.returncode:
+        assert len([ln for ln in proc.stderr.splitlines() if "error:" in ln]) == 1, \
+            proc.stderr

@@ -445,6 +445,7 @@ class _Run:
         self.keep, self.todo = _plan(index, done, previous, params_id, retry_errors)
         current = {e.id for e in index.entries}
         stale = {i: r for i, r in previous.items() if i not in current}
+        self.pruned = bool(prune and stale)
         if prune:
             in_use = {r.get("key") for r in self.keep.values()} | {e.key for e in self.todo}
             for r in stale.values():
@@ -484,7 +485,8 @@ class _Run:
 
     def up_to_date(self) -> bool:
         prev = self.previous_manifest
-        return (not self.todo and prev is not None and prev["outputs"].get("complete", False)
+        return (not self.todo and not self.pruned and prev is not None
+                and prev["outputs"].get("complete", False)
                 and self.manifest(True)["id"] == prev["id"])
 
     def checkpoint(self, complete: bool) -> dict:
