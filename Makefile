@@ -28,7 +28,7 @@ DEMO_METHOD ?= simclr
 DEMO_RECIPE ?= recipes/demo-tiny.toml
 # Plain appearance (one background, shape and colour pair): only motion tells the videos
 # apart. On synth's varied default, instance contrast learns the appearance that singles
-# out each video and loses to random init on the motion classes (see README, Benchmarks).
+# out each video and loses to random init on the motion classes (see docs/benchmarks.md).
 DEMO_SYNTH  ?= --backgrounds 1 --shapes 1 --colours 2 --videos-per-class 40
 
 # synth -> extract -> pretrain (and a random-init control) -> probe and retrieve -> table.

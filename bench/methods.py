@@ -120,7 +120,7 @@ def method_row(per_seed: list[dict], randoms: list[tuple[str, dict]], epochs: in
 
 
 def markdown_table(rows: dict, epochs: int) -> str:
-    """The table README.md shows; "probe top-1" averages each video's 10 clips, "probe 1
+    """The table docs/benchmarks.md shows; "probe top-1" averages each video's 10 clips, "probe 1
     clip" the middle clip alone; "wins" counts the seeds whose pretrained probe beats the
     random encoder of the same seed; a row trained for other than ``epochs`` says so."""
     lines = ["| method | encoder | probe top-1 | random init | wins | probe 1 clip (random) | "

@@ -93,6 +93,39 @@ def rows() -> list[tuple[str, str, str, str]]:
     return out
 
 
+def headline_tables() -> dict[str, str]:
+    """The README's results tables, from the stored JSON (a test keeps them equal)."""
+    tables = {}
+    if (e := _load("extract")):
+        f, r = e["frames_per_s"], e["ratios"]
+        tables["extract"] = "\n".join([
+            "| extraction (16 generated 320x240 H.264 videos, 128 px, 2 cores) | frames/s | "
+            "vs ffmpeg |", "|---|---|---|",
+            f"| `ffmpeg -f null`, one per core (the limit) | {f['ffmpeg_null_one_per_core']:.0f}"
+            " | 1 |",
+            f"| `vssl extract -j 2` (Zarr) | {f['vssl_zarr_j2']:.0f} | "
+            f"{r['vssl_j2_vs_ffmpeg_one_per_core']:.2f}x |",
+            f"| `vssl extract -j 2` (HDF5) | {f['vssl_hdf5_j2']:.0f} | "
+            f"{r['hdf5_j2_vs_ffmpeg_one_per_core']:.2f}x |"])
+    if (s := _load("store_lossy")):
+        b, c = s["bytes_per_frame"], s["clips_per_s"]
+        names = [("rawframes", "JPEG frame folders (PIL, q90; the limit)"),
+                 ("jpeg.zarr", "Zarr `--codec jpeg`"), ("jpeg.h5", "HDF5 `--codec jpeg`"),
+                 ("lossless.zarr", "Zarr lossless (default)")]
+        tables["store"] = "\n".join(
+            [f"| store ({s['frames']} frames of real footage, 128 px) | bytes/frame | "
+             "vs rawframes | 16-frame clips/s, one core |", "|---|---|---|---|"]
+            + [f"| {label} | {b[k]:,.0f} | {b[k] / b['rawframes']:.2f}x | {c[k]:.0f} |"
+               for k, label in names])
+    if (m := _load("methods_plain_free")):
+        tables["methods"] = "\n".join(
+            [f"| method ({m['epochs']} epochs, {len(m['seeds'])} seeds) | linear probe top-1 "
+             "| random init, same encoder |", "|---|---|---|"]
+            + [f"| {name} | {top1_text(row, 'pretrained')} | {top1_text(row, 'random')} |"
+               for name, row in m["methods"].items()])
+    return tables
+
+
 def main():
     lines = ["# Benchmark summary", "", "Written by `bench/report.py` from the JSON files here.",
              "", "| measure | limit / baseline | result | target |", "|---|---|---|---|"]

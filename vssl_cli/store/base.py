@@ -18,7 +18,7 @@ import numpy as np
 
 from vssl_cli.errors import DiskFull, VsslError
 
-# Chosen with bench/store.py (results in bench/results/store.json; README "Frame store").
+# Chosen with bench/store.py (results in bench/results/store.json; docs/extract.md "Frame store").
 DEFAULT_CODECS = {"zarr": "blosc-lz4", "hdf5": "lzf"}
 DEFAULT_CHUNK_FRAMES = {"zarr": 16, "hdf5": 4}
 # --codec jpeg: frames per shard file (Zarr; every frame is its own chunk inside it).
