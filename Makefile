@@ -45,20 +45,37 @@ demo: install
 
 # Paper settings on your own dataset copies, e.g. `make tclr-ucf101 UCF101=/data/UCF101`
 # (a folder holding UCF-101/ and ucfTrainTestlist/). Every step is cached: rerunning skips
-# what is done and resumes what was interrupted. METHOD-hmdb51 pretrains on UCF101 and
-# evaluates on HMDB51 (HMDB51=/data/HMDB51); vthcl-k400 pretrains on a Kinetics CSV
-# (KINETICS=/data/k400/train.csv) and evaluates on UCF101.
+# what is done and resumes what was interrupted. One extraction serves every official split;
+# SPLITS="1 2 3" pretrains once per split on its train videos, evaluates each split on its
+# test videos and prints a row per split and their mean +- std (the form papers print).
+# METHOD-hmdb51 pretrains once on UCF101 (split 1's train videos; no HMDB51 video) and
+# evaluates on each HMDB51 split (HMDB51=/data/HMDB51); vthcl-k400 pretrains once on a
+# Kinetics CSV (KINETICS=/data/k400/train.csv) and evaluates on each UCF101 split.
+# PRETRAIN_ARGS, EVAL_ARGS and FINETUNE_ARGS add options to those steps.
 RUNS    ?= runs
 SPLIT   ?= 1
+SPLITS  ?= 1
 EXTRACT ?= --short-side 128 -j 8
+PRETRAIN_ARGS ?=
+EVAL_ARGS     ?=
+FINETUNE_ARGS ?=
 PAPER_METHODS := simclr tclr vthcl ctrlaug teg teg-ps tce
 STORES  := $(RUNS)/ucf101.zarr $(RUNS)/hmdb51.zarr $(RUNS)/k400.zarr
-# $(1) run, $(2) frame store, $(3) name of the evaluation set
-evaluate = $(BIN)/vssl probe $(1) --data $(2) -o $(1)/probe-$(3) >/dev/null && \
-	$(BIN)/vssl retrieve $(1) --data $(2) -o $(1)/retrieve-$(3) >/dev/null && \
-	$(BIN)/vssl finetune $(1) --data $(2) -o $(1)-finetune-$(3) >/dev/null && \
-	$(BIN)/vssl inspect --metrics top1,top5,R@1,R@5,R@10,R@20 \
-	  $(1)/probe-$(3) $(1)/retrieve-$(3) $(1)-finetune-$(3)
+# $(1) run, $(2) frame store, $(3) name of the evaluation set, $(4) official split
+evaluate = $(BIN)/vssl probe $(1) --data $(2) -o $(1)/probe-$(3)-split$(4) --official-split $(4) \
+	  $(EVAL_ARGS) >/dev/null && \
+	$(BIN)/vssl retrieve $(1) --data $(2) -o $(1)/retrieve-$(3)-split$(4) --official-split $(4) \
+	  $(EVAL_ARGS) >/dev/null && \
+	$(BIN)/vssl finetune $(1) --data $(2) -o $(1)-finetune-$(3)-split$(4) --official-split $(4) \
+	  $(FINETUNE_ARGS) >/dev/null
+# $(1) the runs' paths with % for the split, $(2) the evaluation set: a row per split, the mean
+per_split = $(foreach s,$(SPLITS),$(subst %,$(s),$(1)))
+summary = $(BIN)/vssl inspect --metrics top1,top5,top1_1clip --mean \
+	  $(call per_split,$(1)/probe-$(2)-split%) && \
+	$(BIN)/vssl inspect --metrics R@1,R@5,R@10,R@20 --mean \
+	  $(call per_split,$(1)/retrieve-$(2)-split%) && \
+	$(BIN)/vssl inspect --metrics test_top1,test_top5 --mean \
+	  $(call per_split,$(1)-finetune-$(2)-split%)
 
 need-%:
 	@test -n "$($*)" || { echo "make: set $*=/path/to/$* (see the Makefile)" >&2; exit 2; }
@@ -74,17 +91,29 @@ $(RUNS)/hmdb51.zarr: SOURCE = $(HMDB51)
 $(RUNS)/k400.zarr: SOURCE = $(KINETICS)
 
 $(addsuffix -ucf101,$(PAPER_METHODS)): %-ucf101: need-UCF101 $(RUNS)/ucf101.zarr
-	$(BIN)/vssl pretrain $(RUNS)/ucf101.zarr -o $(RUNS)/$*-ucf101 --recipe recipes/$*-ucf101.toml
-	$(call evaluate,$(RUNS)/$*-ucf101,$(RUNS)/ucf101.zarr,ucf101)
+	for s in $(SPLITS); do \
+	  $(BIN)/vssl pretrain $(RUNS)/ucf101.zarr -o $(RUNS)/$*-ucf101-split$$s --official-split $$s \
+	    --recipe recipes/$*-ucf101.toml $(PRETRAIN_ARGS) >/dev/null && \
+	  $(call evaluate,$(RUNS)/$*-ucf101-split$$s,$(RUNS)/ucf101.zarr,ucf101,$$s) || exit 1; \
+	done
+	$(call summary,$(RUNS)/$*-ucf101-split%,ucf101)
 
 $(addsuffix -hmdb51,$(PAPER_METHODS)): %-hmdb51: need-UCF101 need-HMDB51 \
 		$(RUNS)/ucf101.zarr $(RUNS)/hmdb51.zarr
-	$(BIN)/vssl pretrain $(RUNS)/ucf101.zarr -o $(RUNS)/$*-ucf101 --recipe recipes/$*-ucf101.toml
-	$(call evaluate,$(RUNS)/$*-ucf101,$(RUNS)/hmdb51.zarr,hmdb51)
+	$(BIN)/vssl pretrain $(RUNS)/ucf101.zarr -o $(RUNS)/$*-ucf101-split1 --official-split 1 \
+	  --recipe recipes/$*-ucf101.toml $(PRETRAIN_ARGS) >/dev/null
+	for s in $(SPLITS); do \
+	  $(call evaluate,$(RUNS)/$*-ucf101-split1,$(RUNS)/hmdb51.zarr,hmdb51,$$s) || exit 1; \
+	done
+	$(call summary,$(RUNS)/$*-ucf101-split1,hmdb51)
 
 vthcl-k400: need-KINETICS need-UCF101 $(RUNS)/k400.zarr $(RUNS)/ucf101.zarr
-	$(BIN)/vssl pretrain $(RUNS)/k400.zarr -o $(RUNS)/vthcl-k400 --recipe recipes/vthcl-k400.toml
-	$(call evaluate,$(RUNS)/vthcl-k400,$(RUNS)/ucf101.zarr,ucf101)
+	$(BIN)/vssl pretrain $(RUNS)/k400.zarr -o $(RUNS)/vthcl-k400 --recipe recipes/vthcl-k400.toml \
+	  $(PRETRAIN_ARGS) >/dev/null
+	for s in $(SPLITS); do \
+	  $(call evaluate,$(RUNS)/vthcl-k400,$(RUNS)/ucf101.zarr,ucf101,$$s) || exit 1; \
+	done
+	$(call summary,$(RUNS)/vthcl-k400,ucf101)
 
 .PHONY: vthcl-k400 $(STORES) $(foreach m,$(PAPER_METHODS),$(m)-ucf101 $(m)-hmdb51)
 

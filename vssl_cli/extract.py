@@ -101,8 +101,16 @@ def _source_stat(path: str) -> tuple[int, int] | None:
 
 
 def _labelled(record: dict, entry: VideoEntry) -> dict:
-    return {**record, "id": entry.id, "key": entry.key, "label": entry.label,
-            "split": entry.split}
+    record = {**record, "id": entry.id, "key": entry.key, "label": entry.label,
+              "split": entry.split, **_splits(entry)}
+    if not entry.splits:
+        record.pop("splits", None)
+    return record
+
+
+def _splits(entry: VideoEntry) -> dict:
+    """The record's roles in the three official splits (UCF101, HMDB51), when it has them."""
+    return {"splits": list(entry.splits)} if entry.splits else {}
 
 
 def _reusable(record: dict | None, entry: VideoEntry, params_id: str) -> dict | None:
@@ -153,7 +161,8 @@ def extract_one(entry: VideoEntry, writer: StoreWriter, params: DecodeParams, pa
     readable prefix (``partial`` in the record) unless ``reject_partial``.
     """
     base = {"id": entry.id, "key": entry.key, "source": entry.path, "label": entry.label,
-            "split": entry.split, "start": entry.start, "end": entry.end, "params": params_id}
+            "split": entry.split, **_splits(entry), "start": entry.start, "end": entry.end,
+            "params": params_id}
     stat = _source_stat(entry.path)
     if stat is None:
         return {**base, "status": "error", "error": "missing or unreadable file"}
@@ -217,8 +226,8 @@ def _manifest(config: dict, sources: list[str], table: list[dict], classes: list
               layouts: list[str], complete: bool, seconds: float, results: dict) -> dict:
     ok = [r for r in table if r["status"] == "ok"]
     decoded = sum(r.get("frames", 0) for r in results.values() if r["status"] == "ok")
-    identity = [(r["id"], r.get("source_hash"), r["label"], r["split"], r["status"])
-                for r in table]
+    identity = [(r["id"], r.get("source_hash"), r["label"], r["split"], r["status"],
+                 *([r["splits"]] if r.get("splits") else [])) for r in table]
     return new_manifest(
         "frames", config, [{"path": os.path.abspath(s) if s != "-" else "-", "kind": "videos"}
                            for s in sources],

@@ -97,6 +97,11 @@ def check_frames_manifest(manifest: dict, source: str) -> None:
             if not isinstance(record.get(field, ""), str) or (
                     field == "error" and record["status"] == "error" and field not in record):
                 raise VsslError(f"manifest field {where}.{field} is not a string", source)
+        splits = record.get("splits")
+        if splits is not None and (not isinstance(splits, list) or len(splits) != 3 or any(
+                s not in ("train", "test", "unused") for s in splits)):
+            raise VsslError(f"manifest field {where}.splits is not 3 of train/test/unused",
+                            source)
         warnings = record.get("warnings", [])
         if not isinstance(warnings, list) or any(type(w) is not str for w in warnings):
             raise VsslError(f"manifest field {where}.warnings is not a list of strings",

@@ -27,6 +27,12 @@ def eval_options(default_name: str):
                          help="Split the classifier/gallery is built from."),
             click.option("--test-split", default="test", show_default=True,
                          help="Split evaluated (queries)."),
+            click.option("--official-split", type=click.IntRange(1, 3), default=None,
+                         help="Which official UCF101/HMDB51 split's train and test videos "
+                              "to use: 1, 2 or 3 [default: extract's --split]."),
+            click.option("--allow-overlap", is_flag=True,
+                         help="Evaluate even when test videos were in the model's training "
+                              "set (marked in the manifest; not comparable with papers)."),
             click.option("--batch-size", type=click.IntRange(1), default=8,
                          show_default=True, help="Videos per encoder batch."),
             click.option("-j", "--workers", type=click.IntRange(0), default=2,
@@ -52,11 +58,31 @@ def setup(run: str, frames: str, output: str | None, name: str, device: str):
         autocast_dtype("auto", dev)
 
 
-def base_config(task: str, model, clips, clip_len, stride, train_split, test_split) -> dict:
+def base_config(task: str, model, clips, clip_len, stride, train_split, test_split,
+                official_split: int | None = None) -> dict:
     """The settings every evaluation records: its clips and which splits it compares."""
     return {"task": task, "clips": clips, "clip_len": clip_len or model.spec["clip_len"],
             "stride": stride or model.spec["stride"], "train_split": train_split,
-            "test_split": test_split}
+            "test_split": test_split,
+            **({"official_split": official_split} if official_split else {})}
+
+
+def split_names(config: dict) -> tuple[str, str]:
+    """The store splits of the train and test videos (``ROLE@N`` in an official split)."""
+    n = config.get("official_split")
+    return tuple(f"{config[k]}@{n}" if n and "@" not in config[k] else config[k]
+                 for k in ("train_split", "test_split"))
+
+
+def guard_overlap(model, frames: str, frames_manifest: dict, config: dict,
+                  allow_overlap: bool) -> dict:
+    """Refuse test videos the model trained on (see evaluate/leakage.py); returns what the
+    evaluation's config records of it."""
+    from vssl_cli.evaluate.leakage import guard
+    from vssl_cli.store import open_store
+    with open_store(frames, frames_manifest) as store:
+        test_ids = [r["id"] for r in store.split(split_names(config)[1])]
+    return guard(model, test_ids, allow_overlap)
 
 
 def train_test_features(model, frames: str, config: dict, dev, amp, batch_size: int,
@@ -66,8 +92,9 @@ def train_test_features(model, frames: str, config: dict, dev, amp, batch_size: 
     from vssl_cli.evaluate.features import split_features
     encoder = model.encoder()
     out = []
-    for split in (config["train_split"], config["test_split"]):
-        crops = config.get("crops", 1) if split == config["test_split"] else 1
+    train_name, test_name = split_names(config)
+    for split in (train_name, test_name):
+        crops = config.get("crops", 1) if split == test_name else 1
         with progress_bar(0, f"features {split}") as bar:
             out.append(split_features(encoder, model.spec, frames, split, config["clips"], dev,
                                       batch_size, workers, bar, config["clip_len"],

@@ -29,13 +29,17 @@ from vssl_cli.errors import UsageProblem
               help="Spatial crops per test clip: 1 (centre) or 3 (the N clips x 3 crops "
                    "test of PySlowFast/MMAction2).")
 @click.option("--test-split", default="test", show_default=True, help="Split tested.")
+@click.option("--allow-overlap", is_flag=True,
+              help="Finetune and test even when test videos were in RUN's training set "
+                   "(marked in the manifest; not comparable with papers).")
 @train_options
 @click.option("--force", is_flag=True, help="Train again even if OUTPUT is up to date.")
 @click.option("--dry-run", is_flag=True, help="Print the resolved config as JSON and exit.")
 @json_option
 @click.pass_context
 def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_crops,
-                     test_split, recipe, sets, resume, force, dry_run, as_json, **_):
+                     test_split, allow_overlap, recipe, sets, resume, force, dry_run, as_json,
+                     **_):
     """Finetune RUN's whole encoder plus a linear classifier on the labelled train split
     of --data and report N-clip test accuracy; print OUTPUT (a model artifact)."""
     from vssl_cli.evaluate.artifact import open_frames, open_model
@@ -64,8 +68,14 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
     from vssl_cli.engine.fit import fit
     from vssl_cli.evaluate.finetune import clip_test, label_subset
     from vssl_cli.models.saved import load_encoder
-    split = config["split"]
-    ids = label_subset(frames, split, label_fraction, classes, config["seed"])
+    from vssl_cli.evaluate.leakage import guard, trained_on
+    from vssl_cli.store import open_store
+    split, official = config["split"], config.get("official_split")
+    test_name = f"{test_split}@{official}" if official and "@" not in test_split else test_split
+    with open_store(frames, frames_m) as store:
+        test_ids = [r["id"] for r in store.split(test_name)]
+    overlap = guard(model, test_ids, allow_overlap)
+    ids = label_subset(frames, split, label_fraction, classes, config["seed"], official)
     inputs = [lineage(run, model.manifest), lineage(frames, frames_m)]
     strides = spec.get("temporal_strides")
 
@@ -82,12 +92,12 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
         from vssl_cli.engine.device import loader_workers
         device = torch.device(device)
         scores = clip_test(method, {**spec, "clip_len": config["params"]["clip_len"]}, frames,
-                           test_split, test_clips, device, classes,
+                           test_name, test_clips, device, classes,
                            workers=loader_workers(config["workers"], device),
                            crops=int(test_crops))
         log.info("finetuned: test top-1 %.3f (%d clips), top-5 %.3f", scores["test_top1"],
                  test_clips, scores["test_top5"])
-        return scores
+        return {**scores, **overlap}
 
     main = dist_from_env().main
     with (exclusive_lock(output) if main else contextlib.nullcontext()), \
@@ -95,6 +105,7 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
         outcome = fit(build, config, inputs, frames, output, force=force, resume=resume,
                       progress=bar if main else None, prepare_model=prepare,
                       dataset_ids=ids, finalize=finalize,
+                      trained_before=trained_on(run, model.manifest) or (set(), False),
                       extra_outputs={"classes": classes, "classifier": "checkpoint.pt"})
     if main:
         emit(output, outcome.manifest, as_json)

@@ -21,21 +21,30 @@ from vssl_cli.safe_io import LOG, finite, loads, read_text
 @click.option("--metrics", "keys", default=None, metavar="KEY,...",
               help="Compare artifacts: one row per artifact with these metrics "
                    "(e.g. top1,R@1); with --json, a JSON list.")
-def inspect_command(artifacts, as_json, videos, keys):
+@click.option("--mean", "with_mean", is_flag=True,
+              help="With --metrics: add a row of each metric's mean +- standard deviation "
+                   "over the artifacts (e.g. the three official splits), as papers print.")
+def inspect_command(artifacts, as_json, videos, keys, with_mean):
     """Pretty-print the manifest of ARTIFACT(s) (`-` reads a path from standard input)."""
     paths = [resolve_input(a) for a in artifacts]
+    if with_mean and not keys:
+        raise click.UsageError("--mean needs --metrics KEY,...")
     if keys:
-        _compare(paths, [k.strip() for k in keys.split(",") if k.strip()], as_json)
+        _compare(paths, [k.strip() for k in keys.split(",") if k.strip()], as_json,
+                 with_mean)
         return
     for path in paths:
         _show(path, load_manifest(path), as_json, videos)
 
 
-def _compare(paths, keys, as_json):
+def _compare(paths, keys, as_json, with_mean=False):
     rows = []
     for path in paths:
         metrics = load_manifest(path)["metrics"]
         rows.append({"artifact": path, **{k: metrics.get(k) for k in keys}})
+    if with_mean:
+        rows.append({"artifact": f"mean +- std over {len(paths)}",
+                     **{k: _mean_text([r[k] for r in rows], as_json) for k in keys}})
     if as_json:
         click.echo(json.dumps(finite(rows), indent=1, default=str))
         return
@@ -46,6 +55,18 @@ def _compare(paths, keys, as_json):
             f"{v:.3f}" if isinstance(v, float) else escape(str(v))
             for v in list(row.values())[1:]))
     Console(soft_wrap=True).print(table)
+
+
+def _mean_text(values, as_json):
+    """Mean +- population standard deviation of the numbers among ``values``."""
+    numbers = [float(v) for v in values if isinstance(v, (int, float))
+               and not isinstance(v, bool) and math.isfinite(v)]
+    if not numbers:
+        return None
+    mean = sum(numbers) / len(numbers)
+    std = math.sqrt(sum((v - mean) ** 2 for v in numbers) / len(numbers))
+    return {"mean": mean, "std": std, "n": len(numbers)} if as_json else \
+        f"{mean:.3f} +- {std:.3f}"
 
 
 def _show(path, manifest, as_json, videos):

@@ -6,7 +6,8 @@ import numpy as np
 
 from vssl_cli.cli.common import SEED, FiniteFloat, emit, log
 from vssl_cli.safe_io import read_bytes
-from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test_features
+from vssl_cli.cli.evaluation import (base_config, eval_options, guard_overlap, setup,
+                                     split_names, train_test_features)
 
 
 @click.command("probe")
@@ -29,8 +30,8 @@ from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test
               show_default=True, help="Match tolerance as a share of the video length "
                                       "(boundary task; GEBD uses 0.05).")
 def probe_command(run, frames, output, clips, clip_len, stride, train_split, test_split,
-                  batch_size, workers, device, force, as_json, l2, crops, seed, task,
-                  boundaries, hop, rel_dis):
+                  official_split, allow_overlap, batch_size, workers, device, force, as_json,
+                  l2, crops, seed, task, boundaries, hop, rel_dis):
     """Fit a linear classifier on RUN's frozen features of the train split of --data and
     report test accuracy; print the evaluation directory.
 
@@ -44,7 +45,8 @@ def probe_command(run, frames, output, clips, clip_len, stride, train_split, tes
     """
     if task == "boundary":
         return _boundary(run, frames, output, clip_len, stride, train_split, test_split,
-                         device, force, as_json, boundaries, hop, rel_dis)
+                         device, force, as_json, boundaries, hop, rel_dis, official_split,
+                         allow_overlap)
     from vssl_cli.evaluate.artifact import inputs_for, write_eval
     from vssl_cli.evaluate.maps import map_2d
     from vssl_cli.evaluate.plots import confusion_png, embedding_png
@@ -52,8 +54,9 @@ def probe_command(run, frames, output, clips, clip_len, stride, train_split, tes
     model, frames_m, out, dev, amp = setup(run, frames, output, "probe", device)
     classes = frames_m["outputs"].get("classes", [])
     config = {**base_config("linear_probe", model, clips, clip_len, stride, train_split,
-                            test_split), "l2": l2, "seed": seed,
+                            test_split, official_split), "l2": l2, "seed": seed,
               **({"crops": int(crops)} if crops != "1" else {})}
+    config.update(guard_overlap(model, frames, frames_m, config, allow_overlap))
 
     def compute(tmp):
         train, test = train_test_features(model, frames, config, dev, amp, batch_size, workers)
@@ -76,7 +79,7 @@ def probe_command(run, frames, output, clips, clip_len, stride, train_split, tes
 
 
 def _boundary(run, frames, output, clip_len, stride, train_split, test_split, device, force,
-              as_json, boundaries, hop, rel_dis):
+              as_json, boundaries, hop, rel_dis, official_split=None, allow_overlap=False):
     import hashlib
     import json
 
@@ -89,16 +92,19 @@ def _boundary(run, frames, output, clip_len, stride, train_split, test_split, de
         raise UsageProblem("--task boundary needs --boundaries FILE")
     model, frames_m, out, dev, _ = setup(run, frames, output, "probe-boundary", device)
     truth = gebd.load_boundaries(boundaries)
-    config = {**base_config("boundary", model, 1, clip_len, stride, train_split, test_split),
+    config = {**base_config("boundary", model, 1, clip_len, stride, train_split, test_split,
+                            official_split),
               "hop": hop, "rel_dis": rel_dis,
               "boundaries_sha1": hashlib.sha1(read_bytes(boundaries, "boundaries")).hexdigest()}
+    config.update(guard_overlap(model, frames, frames_m, config, allow_overlap))
+    train_name, test_name = split_names(config)
 
     def compute(tmp):
         encoder = model.encoder().eval().to(dev)
         scored = {}
         with open_store(frames, frames_m) as store:
-            for split in (train_split, test_split):
-                records = [(r, gebd.truth_for(r, truth)) for r in store.split(split)]
+            for split, name in ((train_split, train_name), (test_split, test_name)):
+                records = [(r, gebd.truth_for(r, truth)) for r in store.split(name)]
                 records = [(r, t) for r, t in records if t is not None]
                 if not records:
                     raise VsslError(f"no {split} video has ground-truth boundaries in "

@@ -8,7 +8,8 @@ import click
 import numpy as np
 
 from vssl_cli.cli.common import emit, log
-from vssl_cli.cli.evaluation import base_config, eval_options, setup, train_test_features
+from vssl_cli.cli.evaluation import (base_config, eval_options, guard_overlap, setup,
+                                     train_test_features)
 from vssl_cli.errors import VsslError
 
 FEATURES = "features.npz"
@@ -24,7 +25,8 @@ EXAMPLE_QUERIES, EXAMPLE_NEIGHBOURS = 8, 5
 @click.option("--top", type=click.IntRange(1), default=10, show_default=True,
               help="Neighbours printed per --query.")
 def retrieve_command(run, frames, output, clips, clip_len, stride, train_split, test_split,
-                     batch_size, workers, device, force, as_json, queries, top):
+                     official_split, allow_overlap, batch_size, workers, device, force,
+                     as_json, queries, top):
     """Retrieve train videos (gallery) for each test video (query) of --data by cosine
     similarity of RUN's features; report R@1/5/10/20 and print the evaluation directory.
 
@@ -36,7 +38,8 @@ def retrieve_command(run, frames, output, clips, clip_len, stride, train_split, 
     from vssl_cli.evaluate.retrieval import KS, nearest, recall_at
     model, frames_m, out, dev, amp = setup(run, frames, output, "retrieve", device)
     config = {**base_config("retrieval", model, clips, clip_len, stride, train_split,
-                            test_split), "metric": "cosine"}
+                            test_split, official_split), "metric": "cosine"}
+    config.update(guard_overlap(model, frames, frames_m, config, allow_overlap))
 
     def compute(tmp):
         gallery, query = train_test_features(model, frames, config, dev, amp, batch_size,

@@ -28,6 +28,9 @@ TRAIN_OPTIONS = [
     ("--clip-grad", "clip_grad", dict(type=float, help="Max gradient norm (0: off).")),
     ("--split", "split", dict(help="Store split to train on: auto (train if the store has "
                                    "splits, else all), all, train, test, ...")),
+    ("--official-split", "official_split", dict(
+        type=click.IntRange(1, 3), help="Which official UCF101/HMDB51 split's train videos "
+                                        "to use: 1, 2 or 3 [default: extract's --split].")),
     ("--seed", "seed", dict(type=SEED, help="Random seed (data order, augmentations, init).")),
     ("--workers", "workers", dict(type=click.IntRange(-1),
                                   help="DataLoader worker processes reading the store; -1: "

@@ -30,11 +30,19 @@ def resolve_split(videos: list[dict], split: str | None) -> str | None:
     return None if split in (None, "all") else split
 
 
+def split_name(videos: list[dict], split: str | None, official: int | None = None
+               ) -> str | None:
+    """The store split a run uses: ``split`` resolved (``auto``, ``all``), in official split
+    ``official`` of a UCF101/HMDB51 store when given (``train@2``: split 2's train videos)."""
+    name = resolve_split(videos, split)
+    return name if official is None or name is None or "@" in name else f"{name}@{official}"
+
+
 class ClipDataset(Dataset):
     def __init__(self, store_path: str, views: Views, split: str | None = None, seed: int = 0,
-                 ids: list[str] | None = None):
+                 ids: list[str] | None = None, official_split: int | None = None):
         self.store = open_store(store_path)
-        self.videos = self.store.split(resolve_split(self.store.videos, split))
+        self.videos = self.store.split(split_name(self.store.videos, split, official_split))
         if ids is not None:
             wanted = set(ids)
             self.videos = [r for r in self.videos if r["id"] in wanted]

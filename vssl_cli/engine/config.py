@@ -36,6 +36,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     clip_grad: float = 0.0          # max gradient norm, 0 = off
     split: str = "auto"             # train split when the store has splits, else all
+    official_split: int | None = None   # UCF101/HMDB51 split 1-3 (None: extract's --split)
     seed: int = 0
     workers: int = -1               # DataLoader readers; -1: auto (engine/device.py)
     device: str = "auto"
@@ -144,7 +145,7 @@ def flatten_recipe(recipe: dict) -> list[tuple[str, Any]]:
 RANGES = [
     ("epochs", 0, 1e6), ("max_steps", 0, 1e9), ("batch_size", 2, 1e6), ("lr", 1e-12, 100),
     ("momentum", 0, 1), ("weight_decay", 0, 100), ("warmup_epochs", 0, 1e6),
-    ("clip_grad", 0, 1e12), ("seed", 0, 2**32 - 1), ("workers", -1, 1024),
+    ("clip_grad", 0, 1e12), ("seed", 0, 2**32 - 1), ("official_split", 1, 3), ("workers", -1, 1024),
     ("checkpoint_every", 1, 1e12), ("log_every", 1, 1e12), ("step_gamma", 1e-12, 1),
     ("step_milestones", 0, 1),
     ("params.clip_len", 1, 4096), ("params.long_len", 1, 4096), ("params.global_len", 1, 4096),

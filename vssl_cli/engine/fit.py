@@ -23,6 +23,7 @@ from vssl_cli.engine.run import CHECKPOINT, CURVES, ENCODER, METRICS, RunDir
 from vssl_cli.engine.tensorboard import FOLDER as TENSORBOARD
 from vssl_cli.engine.trainer import train
 from vssl_cli.errors import UsageProblem
+from vssl_cli.evaluate.leakage import write_train_videos
 from vssl_cli.methods.base import Method
 from vssl_cli.torch_io import save_atomic
 
@@ -40,7 +41,8 @@ class Outcome:
 
 
 def run_id(config: dict, inputs: list[dict]) -> str:
-    semantic = {k: v for k, v in config.items() if k not in NOT_IN_ID}
+    semantic = {k: v for k, v in config.items() if k not in NOT_IN_ID
+                and not (k == "official_split" and v is None)}   # ids of runs made before it
     return digest({"kind": "model", "config": semantic, "inputs": [i["id"] for i in inputs]})
 
 
@@ -79,11 +81,14 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
         output: str, *, force: bool = False, resume: bool = False, progress=None,
         extra_outputs: dict | None = None, prepare_model: Callable[[Method], None] | None = None,
         dataset_ids: list[str] | None = None,
-        finalize: Callable[[Method, str], dict] | None = None) -> Outcome:
+        finalize: Callable[[Method, str], dict] | None = None,
+        trained_before: tuple[set[str], bool] | None = None) -> Outcome:
     """Train the method ``build()`` returns on ``frames`` and write the artifact at
     ``output`` (see the module docstring). ``prepare_model`` runs on a fresh (not
     resumed) model, e.g. to load pretrained weights before finetuning; ``finalize(method,
-    device)`` runs on rank 0 after training and returns extra metrics (e.g. test scores)."""
+    device)`` runs on rank 0 after training and returns extra metrics (e.g. test scores).
+    ``trained_before``: (video ids, whether complete) the starting weights already trained
+    on; the artifact lists them with its own training videos (evaluate/leakage.py)."""
     d = dev.dist_from_env()
     check_output(output, "model", [i["path"] for i in inputs])
     manifest = new_manifest("model", config, inputs, id=run_id(config, inputs))
@@ -103,7 +108,7 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
     if prepare_model is not None:
         prepare_model(method)
     dataset = ClipDataset(frames, method.view_sampler(), config["split"], config["seed"],
-                          dataset_ids)
+                          dataset_ids, config.get("official_split"))
     method.attach_dataset(len(dataset))
     log.info("%s: %d training videos, %s on %s", config["method"], len(dataset),
              config["backbone"], device)
@@ -117,10 +122,14 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
             result.metrics.update(finalize(method, result.device))
         save_atomic({k: v.detach().cpu() for k, v in method.encoder.state_dict().items()},
                     run.partial / ENCODER, "encoder weights")
+        earlier, known = trained_before or (set(), True)
+        trained = [r["id"] for r in dataset.videos] if result.metrics["steps"] else []
+        train_videos = write_train_videos(run.partial, trained, earlier, known)
         manifest = new_manifest("model", config, inputs, id=manifest["id"],
                                 device=result.device, outputs={
                                     "encoder": {"file": ENCODER, **method.encoder_spec()},
                                     "checkpoint": CHECKPOINT, "metrics_log": METRICS,
+                                    "train_videos": train_videos,
                                     **_pictures(run), **(extra_outputs or {})},
                                 metrics=result.metrics)
         run.finish(manifest)

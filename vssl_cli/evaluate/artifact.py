@@ -56,6 +56,8 @@ def write_eval(out: str, config: dict, inputs: list[dict], compute: Callable[[Pa
         remove_stale_partials(out)        # of evaluations a kill interrupted
         with atomic_directory(out) as tmp:
             manifest["metrics"] = compute(tmp)
+            if "train_overlap" in config:     # --allow-overlap: marked beside the figures
+                manifest["metrics"]["train_overlap"] = config["train_overlap"]
             manifest["outputs"] = {"files": sorted(p.name for p in tmp.iterdir())}
             write_json_atomic(tmp / "manifest.json", manifest)
     return manifest, True

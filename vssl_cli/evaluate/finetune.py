@@ -6,18 +6,19 @@ import math
 import numpy as np
 import torch
 
-from vssl_cli.data.dataset import resolve_split
+from vssl_cli.data.dataset import split_name
 from vssl_cli.evaluate.features import split_features
 from vssl_cli.evaluate.probe import confusion_matrix, topk_accuracy
 from vssl_cli.store import open_store
 
 
 def label_subset(store_path: str, split: str, fraction: float, classes: list[str],
-                 seed: int) -> list[str]:
-    """Video ids of ``split``: a share ``fraction`` of every class (at least one each),
-    drawn with ``seed``; unlabelled videos are left out."""
+                 seed: int, official_split: int | None = None) -> list[str]:
+    """Video ids of ``split`` (of official split ``official_split``): a share ``fraction``
+    of every class (at least one each), drawn with ``seed``; unlabelled videos are left
+    out."""
     with open_store(store_path) as store:
-        videos = store.split(resolve_split(store.videos, split))
+        videos = store.split(split_name(store.videos, split, official_split))
     rng = np.random.default_rng([seed, 11])
     chosen = []
     for label in classes:

@@ -141,7 +141,47 @@ class FrameStore(abc.ABC):
         JPEG per frame gives the decoded frames' shape and uint8."""
 
     def split(self, name: str | None) -> list[dict]:
-        return [r for r in self.videos if name is None or r.get("split") == name]
+        """The usable videos of a split: ``train``, ``test``, ... as the store was extracted
+        (its ``split`` field), or ``ROLE@N`` for the role in official split N of a UCF101 or
+        HMDB51 store, which records all three (see ``official_split``)."""
+        if name is None:
+            return list(self.videos)
+        role, _, official = name.partition("@")
+        if not official:
+            return [r for r in self.videos if r.get("split") == role]
+        n = self.check_official_split(official)
+        if n == self.extracted_split() and not any("splits" in r for r in self.videos):
+            return [r for r in self.videos if r.get("split") == role]   # an older store
+        return [r for r in self.videos if (r.get("splits") or [None] * 3)[n - 1] == role]
+
+    def extracted_split(self) -> int | None:
+        """The official split whose roles fill the records' ``split`` field (extract's
+        ``--split``), None for a layout without official splits."""
+        index = self.manifest.get("config", {}).get("index", {})
+        layouts = self.manifest.get("outputs", {}).get("layouts", [])
+        official = any(r.get("splits") for r in self.videos) or any(
+            layout in ("ucf101", "hmdb51") for layout in layouts)
+        split = index.get("split", 1) if isinstance(index, dict) else 1
+        return split if official and isinstance(split, int) else None
+
+    def check_official_split(self, official) -> int:
+        """``official`` as a split number this store can serve, else one line."""
+        try:
+            n = int(official)
+        except (TypeError, ValueError):
+            n = 0
+        if not 1 <= n <= 3:
+            raise VsslError(f"official split {official!r}: UCF101 and HMDB51 have splits "
+                            "1, 2 and 3", self.path)
+        extracted = self.extracted_split()
+        if extracted is None:
+            raise VsslError(f"official split {n}: this store's layout has no official "
+                            "splits (UCF101 and HMDB51 do)", self.path)
+        if n != extracted and not any("splits" in r for r in self.videos):
+            raise VsslError(f"official split {n}: this store records split {extracted} only "
+                            "(made before stores kept all three); extract it again",
+                            self.path)
+        return n
 
     def read(self, video_id: str, indices: Iterable[int]) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as uint8 (N, H, W, 3)."""

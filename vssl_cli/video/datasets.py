@@ -28,6 +28,7 @@ VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".m
                     ".wmv", ".3gp", ".ts", ".mts", ".ogv"}
 LIST_EXTENSIONS = {".txt", ".lst", ".list", ".csv", ".tsv"}
 LAYOUTS = ("auto", "ucf101", "hmdb51", "kinetics", "folders", "list", "plain")
+OFFICIAL_SPLITS = 3      # UCF101 and HMDB51 each define three train/test splits
 SPLIT_DIRS = {"train": "train", "training": "train", "val": "val", "valid": "val",
               "validation": "val", "test": "test", "testing": "test"}
 
@@ -40,6 +41,9 @@ class VideoEntry:
     split: str | None = None  # "train" | "val" | "test" | None
     start: float | None = None  # trim window in seconds (Kinetics full-length sources)
     end: float | None = None
+    # The video's role in each official split 1..3 of UCF101/HMDB51: "train", "test" or
+    # "unused" (HMDB51's 0 tag); ``split`` is its role in the split chosen at extraction.
+    splits: tuple[str, str, str] | None = None
 
     @property
     def key(self) -> str:
@@ -128,48 +132,70 @@ def parse_ucf101(root: Path, opts: IndexOptions) -> list[VideoEntry]:
             raise UsageProblem(f"line {n}: expected 'index class', got {line!r}",
                                class_files[0])
         classes[int(fields[0])] = fields[1]
-    entries, video_root = [], None
-    for split in ("train", "test"):
-        list_file = ann / f"{split}list{opts.split:02d}.txt"
-        if not list_file.exists():
-            raise UsageProblem(f"split {opts.split} has no {list_file.name}", ann)
-        for line in _read_text(list_file).splitlines():
-            if not line.strip():
-                continue
-            rel = line.split()[0]
-            if video_root is None:
-                video_root = _locate_root([root, *sorted(p for p in root.iterdir() if p.is_dir()),
-                                           ann.parent], rel, list_file)
-            label = rel.split("/")[0]
-            if label not in classes.values():
-                raise UsageProblem(f"class {label!r} of {rel} is not in classInd.txt", list_file)
-            entries.append(VideoEntry(_strip_ext(rel), str(video_root / rel), label, split))
-    return entries
+    roles: dict[str, list[str]] = {}      # video -> its role in splits 1..3
+    order: list[str] = []
+    video_root = None
+    for n in range(1, OFFICIAL_SPLITS + 1):
+        for split in ("train", "test"):
+            list_file = ann / f"{split}list{n:02d}.txt"
+            if not list_file.exists():
+                if n == opts.split:
+                    raise UsageProblem(f"split {opts.split} has no {list_file.name}", ann)
+                continue                  # a copy with fewer splits: they stay unknown
+            for line in _read_text(list_file).splitlines():
+                if not line.strip():
+                    continue
+                rel = line.split()[0]
+                if video_root is None:
+                    video_root = _locate_root([root, *sorted(p for p in root.iterdir()
+                                                             if p.is_dir()), ann.parent],
+                                              rel, list_file)
+                label = rel.split("/")[0]
+                if label not in classes.values():
+                    raise UsageProblem(f"class {label!r} of {rel} is not in classInd.txt",
+                                       list_file)
+                if rel not in roles:
+                    roles[rel] = ["unused"] * OFFICIAL_SPLITS
+                    order.append(rel)
+                roles[rel][n - 1] = split
+    return [VideoEntry(_strip_ext(rel), str(video_root / rel), rel.split("/")[0],
+                       _role(roles[rel][opts.split - 1]), splits=tuple(roles[rel]))
+            for rel in order]
+
+
+def _role(role: str) -> str | None:
+    """The ``split`` field of a role: a video unused in the chosen split is in neither."""
+    return None if role == "unused" else role
+
+
+HMDB51_TAGS = {"0": "unused", "1": "train", "2": "test"}
 
 
 def parse_hmdb51(root: Path, opts: IndexOptions) -> list[VideoEntry]:
+    """Every video any split names, with its role in each of the three (tag 0: "not
+    used" in that split, by the HMDB51 protocol)."""
     ann = Path(opts.annotations) if opts.annotations else root
-    split_files = sorted(f for f in _find_file(ann, f"*_test_split{opts.split}.txt"))
-    if not split_files:
+    if not _find_file(ann, f"*_test_split{opts.split}.txt"):
         raise UsageProblem(f"HMDB51 layout needs *_test_split{opts.split}.txt files "
                            "(use --annotations DIR)", ann)
     videos = {p.name: p for p in _videos_under(root)}
-    entries = []
-    for f in split_files:
-        label = f.name[: f.name.rindex("_test_split")]
-        for line in _read_text(f).splitlines():
-            parts = line.split()
-            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                if parts:
-                    raise UsageProblem(f"expected 'video tag' with tag 0/1/2, got {line!r}", f)
-                continue
-            name, tag = parts
-            if tag == "0":
-                continue  # "not used" in this split, by the HMDB51 protocol
-            path = videos.get(name) or Path(root / label / name)
-            entries.append(VideoEntry(f"{label}/{_strip_ext(name)}", str(path), label,
-                                      "train" if tag == "1" else "test"))
-    return entries
+    roles: dict[tuple[str, str], list[str]] = {}
+    for n in range(1, OFFICIAL_SPLITS + 1):
+        for f in sorted(_find_file(ann, f"*_test_split{n}.txt")):
+            label = f.name[: f.name.rindex("_test_split")]
+            for line in _read_text(f).splitlines():
+                parts = line.split()
+                if len(parts) != 2 or parts[1] not in HMDB51_TAGS:
+                    if parts:
+                        raise UsageProblem(f"expected 'video tag' with tag 0/1/2, got "
+                                           f"{line!r}", f)
+                    continue
+                roles.setdefault((label, parts[0]), ["unused"] * OFFICIAL_SPLITS)[n - 1] = \
+                    HMDB51_TAGS[parts[1]]
+    return [VideoEntry(f"{label}/{_strip_ext(name)}",
+                       str(videos.get(name) or Path(root / label / name)), label,
+                       _role(role[opts.split - 1]), splits=tuple(role))
+            for (label, name), role in roles.items() if set(role) != {"unused"}]
 
 
 def parse_kinetics(csv_path: Path, opts: IndexOptions) -> list[VideoEntry]:
