@@ -45,7 +45,7 @@ dry_run_option = click.option("--dry-run", is_flag=True,
 
 
 def workers_option(default: int = 1, help: str = "Parallel workers."):
-    return click.option("-j", "--workers", type=click.IntRange(1), default=default,
+    return click.option("-j", "--workers", type=click.IntRange(1, 1024), default=default,
                         show_default=True, help=help)
 
 

@@ -26,15 +26,15 @@ FORMATS = {"torchscript": "encoder.ts", "onnx": "encoder.onnx",
               show_default=True, help="File type of the embeddings table.")
 @click.option("--split", default="all", show_default=True,
               help="Videos to embed: all, train, test, ...")
-@click.option("--clips", type=click.IntRange(1), default=10, show_default=True,
+@click.option("--clips", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Uniformly spaced clips averaged per video (embeddings).")
-@click.option("--videos", type=click.IntRange(1), default=8, show_default=True,
+@click.option("--videos", type=click.IntRange(1, 100000), default=8, show_default=True,
               help="Videos to draw correspondence maps for, spread over --split (icm).")
 @click.option("--opset", type=click.IntRange(9, 20), default=17, show_default=True,
               help="ONNX opset (PyTorch's TorchScript-based exporter writes 9-20).")
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
+@click.option("--batch-size", type=click.IntRange(1, 65536), default=8, show_default=True,
               help="Videos per encoder batch (embeddings).")
-@click.option("-j", "--workers", type=click.IntRange(0), default=2, show_default=True,
+@click.option("-j", "--workers", type=click.IntRange(0, 1024), default=2, show_default=True,
               help="DataLoader worker processes (embeddings).")
 @click.option("--device", default="auto", show_default=True,
               help="Device for embeddings: auto, cpu, cuda, cuda:N.")

@@ -40,7 +40,7 @@ from vssl_cli.video.decode import DecodeParams
                    "at the source's aspect (0 keeps the size).")
 @click.option("--size", type=SizeType(), default=None,
               help="Resize to exactly WxH (overrides --short-side).")
-@click.option("--max-frames", type=click.IntRange(1), default=None,
+@click.option("--max-frames", type=click.IntRange(1, 10**9), default=None,
               help="Keep at most this many frames per video [default: all].")
 @click.option("--codec", default="auto", show_default=True,
               help="Compression: Zarr blosc-lz4|blosc-zstd|zstd|gzip|none, HDF5 "

@@ -23,7 +23,7 @@ from vssl_cli.errors import UsageProblem
 @click.option("--label-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0,
               show_default=True, help="Share of each class's training videos used "
                                       "(e.g. 0.01, 0.1, 0.2, 0.5, 1).")
-@click.option("--test-clips", type=click.IntRange(1), default=10, show_default=True,
+@click.option("--test-clips", type=click.IntRange(1, 1000), default=10, show_default=True,
               help="Uniformly spaced clips averaged per test video.")
 @click.option("--test-crops", type=click.Choice(["1", "3"]), default="1", show_default=True,
               help="Spatial crops per test clip: 1 (centre) or 3 (the N clips x 3 crops "

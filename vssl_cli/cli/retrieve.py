@@ -22,7 +22,7 @@ EXAMPLE_QUERIES, EXAMPLE_NEIGHBOURS = 8, 5
 @click.option("--query", "queries", multiple=True, metavar="VIDEO",
               help="Print the nearest gallery videos to VIDEO (a video id in --data or a "
                    "video file) as JSON lines instead of the artifact path. Repeatable.")
-@click.option("--top", type=click.IntRange(1), default=10, show_default=True,
+@click.option("--top", type=click.IntRange(1, 10**6), default=10, show_default=True,
               help="Neighbours printed per --query.")
 def retrieve_command(run, frames, output, clips, clip_len, stride, train_split, test_split,
                      official_split, allow_overlap, batch_size, workers, device, force,

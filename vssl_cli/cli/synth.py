@@ -22,11 +22,11 @@ from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, PLACEMENTS, SHAP
               help="Frames per video.")
 @click.option("--size", type=click.IntRange(16, 1024), default=128, show_default=True,
               help="Frame width and height in pixels (even).")
-@click.option("--fps", type=click.IntRange(1), default=25, show_default=True,
+@click.option("--fps", type=click.IntRange(1, 1000), default=25, show_default=True,
               help="Frame rate of the written videos.")
 @click.option("--seed", type=SEED, default=0, show_default=True,
               help="Random seed; the same seed writes the same videos.")
-@click.option("--backgrounds", type=click.IntRange(0), default=8, show_default=True,
+@click.option("--backgrounds", type=click.IntRange(0, 10000), default=8, show_default=True,
               help="Backgrounds shared by all classes (0: a new one per video).")
 @click.option("--shapes", type=click.IntRange(1, len(SHAPES)), default=len(SHAPES),
               show_default=True, help="Shapes to draw from (circle, square, triangle, cross).")
