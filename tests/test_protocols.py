@@ -60,6 +60,11 @@ def test_evaluation_on_split_2_uses_split_2_s_lists(store, synth_dir, random_run
     assert set(saved["query_ids"]) == split_file_ids(synth_dir, "test", 2)
     assert set(saved["gallery_ids"]) == split_file_ids(synth_dir, "train", 2)
     assert manifest_of(out)["config"]["official_split"] == 2
+    assert manifest_of(out)["metrics"]["official_split"] == 2
+    default = tmp_path / "d"
+    run_vssl("retrieve", random_run, "--data", store, "-o", default, *EVAL, check=0)
+    assert "official_split" not in manifest_of(default)["config"]
+    assert manifest_of(default)["metrics"]["official_split"] == 1     # extract's --split
 
 
 def test_the_model_records_what_it_trained_on(split1_run, synth_dir):
@@ -196,3 +201,21 @@ def test_the_three_split_make_target_prints_per_split_and_mean_rows(synth_dir, t
     for n in (1, 2, 3):
         assert f"probe-ucf101-split{n}" in proc.stdout
     assert proc.stdout.count("mean +- std over 3") == 3
+
+
+@pytest.mark.skipif(not os.environ.get("VSSL_UCF101_SPLITS"),
+                    reason="set VSSL_UCF101_SPLITS to a folder holding the official "
+                           "ucfTrainTestlist/ (not shipped by any package we install)")
+def test_the_real_ucf101_split_files(tmp_path):
+    """The published sizes: 9537/3783, 9586/3734, 9624/3696 train/test videos."""
+    from vssl_cli.video.datasets import IndexOptions, parse_ucf101
+    lists = Path(os.environ["VSSL_UCF101_SPLITS"]) / "ucfTrainTestlist"
+    first = (lists / "trainlist01.txt").read_text().split()[0]
+    (tmp_path / "UCF-101" / first).parent.mkdir(parents=True)
+    (tmp_path / "UCF-101" / first).touch()      # where the videos are found: no video read
+    entries = parse_ucf101(tmp_path, IndexOptions(annotations=str(lists)))
+    assert len(entries) == 13320
+    for n, sizes in enumerate([(9537, 3783), (9586, 3734), (9624, 3696)]):
+        roles = [e.splits[n] for e in entries]
+        assert (roles.count("train"), roles.count("test")) == sizes
+    assert all("unused" not in e.splits for e in entries)

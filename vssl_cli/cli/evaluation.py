@@ -82,7 +82,20 @@ def guard_overlap(model, frames: str, frames_manifest: dict, config: dict,
     from vssl_cli.store import open_store
     with open_store(frames, frames_manifest) as store:
         test_ids = [r["id"] for r in store.split(split_names(config)[1])]
-    return guard(model, test_ids, allow_overlap)
+        official = config.get("official_split") or store.extracted_split()
+    return {**guard(model, test_ids, allow_overlap),
+            **({"_official_split": official} if official else {})}
+
+
+def recorded(compute, config: dict):
+    """``compute`` whose metrics also say which official split was evaluated (the
+    config names it only when given, so evaluations made before keep their ids)."""
+    official = config.pop("_official_split", None)
+
+    def run(tmp):
+        metrics = compute(tmp)
+        return {**metrics, "official_split": official} if official else metrics
+    return run
 
 
 def train_test_features(model, frames: str, config: dict, dev, amp, batch_size: int,

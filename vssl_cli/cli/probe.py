@@ -6,8 +6,8 @@ import numpy as np
 
 from vssl_cli.cli.common import SEED, FiniteFloat, emit, log
 from vssl_cli.safe_io import read_bytes
-from vssl_cli.cli.evaluation import (base_config, eval_options, guard_overlap, setup,
-                                     split_names, train_test_features)
+from vssl_cli.cli.evaluation import (base_config, eval_options, guard_overlap, recorded,
+                                     setup, split_names, train_test_features)
 
 
 @click.command("probe")
@@ -70,8 +70,8 @@ def probe_command(run, frames, output, clips, clip_len, stride, train_split, tes
                       f"{config['clips']}-clip mean features), top-1 {metrics['top1']:.3f}")
         return metrics
 
-    manifest, built = write_eval(out, config, inputs_for(model, frames, frames_m), compute,
-                                 force, str(dev))
+    manifest, built = write_eval(out, config, inputs_for(model, frames, frames_m),
+                                 recorded(compute, config), force, str(dev))
     m = manifest["metrics"]
     log.info("linear probe: top-1 %.3f, top-5 %.3f (%d clips), 1 clip %.3f",
              m["top1"], m["top5"], m["clips"], m["top1_1clip"])
@@ -128,8 +128,8 @@ def _boundary(run, frames, output, clip_len, stride, train_split, test_split, de
              for v in scored[test_split]}, indent=1))
         return metrics
 
-    manifest, _ = write_eval(out, config, inputs_for(model, frames, frames_m), compute, force,
-                             str(dev))
+    manifest, _ = write_eval(out, config, inputs_for(model, frames, frames_m),
+                             recorded(compute, config), force, str(dev))
     m = manifest["metrics"]
     log.info("boundary F1 %.3f (precision %.3f, recall %.3f) at rel. distance %.2f",
              m["f1"], m["precision"], m["recall"], rel_dis)

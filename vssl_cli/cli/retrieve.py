@@ -8,8 +8,8 @@ import click
 import numpy as np
 
 from vssl_cli.cli.common import emit, log
-from vssl_cli.cli.evaluation import (base_config, eval_options, guard_overlap, setup,
-                                     train_test_features)
+from vssl_cli.cli.evaluation import (base_config, eval_options, guard_overlap, recorded,
+                                     setup, train_test_features)
 from vssl_cli.errors import VsslError
 
 FEATURES = "features.npz"
@@ -58,8 +58,8 @@ def retrieve_command(run, frames, output, clips, clip_len, stride, train_split, 
                  query=query.mean())
         return metrics
 
-    manifest, built = write_eval(out, config, inputs_for(model, frames, frames_m), compute,
-                                 force, str(dev))
+    manifest, built = write_eval(out, config, inputs_for(model, frames, frames_m),
+                                 recorded(compute, config), force, str(dev))
     m = manifest["metrics"]
     log.info("retrieval (%d clips): %s", clips,
              ", ".join(f"{k} {m[k]:.3f}" for k in ("R@1", "R@5", "R@10", "R@20") if k in m))

@@ -125,6 +125,9 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
         earlier, known = trained_before or (set(), True)
         trained = [r["id"] for r in dataset.videos] if result.metrics["steps"] else []
         train_videos = write_train_videos(run.partial, trained, earlier, known)
+        official = config.get("official_split") or dataset.store.extracted_split()
+        if official:                         # which official split's train videos these are
+            train_videos["official_split"] = official
         manifest = new_manifest("model", config, inputs, id=manifest["id"],
                                 device=result.device, outputs={
                                     "encoder": {"file": ENCODER, **method.encoder_spec()},
