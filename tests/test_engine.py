@@ -244,5 +244,7 @@ def test_ddp_under_torchrun_with_two_cpu_processes(tiny_frames, tmp_path, method
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == str(run)           # one path: only rank 0 prints
+    # no deprecation warnings, no "find_unused_parameters=True ... did not find any"
+    assert "Warning" not in proc.stderr, proc.stderr[-3000:]
     m = manifest_of(run)
     assert m["metrics"]["world_size"] == 2 and m["metrics"]["steps"] == 2

@@ -500,3 +500,31 @@ def test_ctrlaug_intensity_groups_are_the_supplement_s_ranges_and_maps_the_paper
     x = torch.zeros(1, 3, 16, 112, 112)
     assert paper._grid(paper.encoder(x)["res5"]).shape[2:] == (2, 4, 4)
     assert paper._grid(paper.global_encoder(x)["res5"]).shape[2:] == (8, 4, 4)
+
+
+@pytest.mark.parametrize("name,sets", [
+    ("simclr", []), ("tclr", []), ("tclr", ["params.w_ll=0"]), ("tclr", ["params.w_gl=0"]),
+    ("vthcl", ["params.alpha=1"]), ("tce", []), ("ctrlaug", []), ("ctrlaug", ["params.w_mi=0"]),
+    ("ctrlaug", ["params.w_td=0"]), ("teg", ["params.clip_len=4", "params.long_len=8"]),
+    ("teg", ["params.clip_len=4", "params.long_len=8", "params.alpha=0"]),
+])
+def test_ddp_is_told_exactly_when_a_step_leaves_parameters_unused(name, sets, tiny_frames):
+    """DDP searches the autograd graph at every step only for configs that need it; one
+    that needs it and does not say so would stop a multi-GPU run at its second step."""
+    from vssl_cli.data.dataset import ClipDataset, collate_clips
+    from vssl_cli.engine.config import resolve
+    from vssl_cli.methods import method_class
+    cls = method_class(name)
+    backbone = "resnet18-tiny" if name == "tce" else "r3d18-tiny"
+    fit = ["params.temporal_strides=[1,1,1,1]"] if name in ("tclr", "ctrlaug") else []
+    config = resolve(cls.Params, None, {"backbone": backbone},
+                     ["aug.size=32", "clip_len=4", *fit, *sets])
+    config["method"] = name
+    torch.manual_seed(0)
+    method = cls.from_config(config)
+    data = ClipDataset(str(tiny_frames), method.view_sampler(), "all", 0)
+    method.attach_dataset(len(data))
+    loss, _ = method(collate_clips([data[i] for i in range(4)]), torch.Generator().manual_seed(0))
+    loss.backward()
+    idle = [n for n, p in method.named_parameters() if p.requires_grad and p.grad is None]
+    assert method.leaves_parameters_unused() == bool(idle), idle

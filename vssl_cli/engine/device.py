@@ -84,12 +84,30 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+class _GatherRows(torch.autograd.Function):
+    """All-gather whose backward sums every process's gradient of the gathered rows and
+    hands each process the part for its own rows (the loss is computed on every process
+    from the same gathered batch, as SimCLR's and MoCo's distributed code do)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.rows, ctx.rank = x.shape[0], dist.get_rank()
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, x.contiguous())
+        return torch.cat(out)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate every process's rows; gradients flow back to each process's own rows."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-    return torch.cat(all_gather(x.contiguous()))
+    return _GatherRows.apply(x)
 
 
 def all_gather_detached(x: torch.Tensor) -> torch.Tensor:

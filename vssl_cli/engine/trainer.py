@@ -119,6 +119,18 @@ def _loader(dataset: ClipDataset, sampler: EpochBatches, workers: int, cuda: boo
                       **kwargs)
 
 
+def ddp_options(method: Method) -> dict:
+    """How the method is wrapped for DDP: the search for parameters without a gradient
+    only for a config that leaves some (``Method.leaves_parameters_unused``: TeG-PS, an
+    ablation that switches a term off); buffers (memory banks) kept in step by the
+    methods' own all-gather, not broadcast from rank 0 (the same seed builds them equal
+    on every rank)."""
+    import inspect
+    sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+            inspect.signature(DistributedDataParallel).parameters else "broadcast_buffers")
+    return {"find_unused_parameters": method.leaves_parameters_unused(), sync: False}
+
+
 @contextlib.contextmanager
 def closing_workers(loader: DataLoader):
     """Shut the loader's persistent worker processes down however the loop ends (an error
@@ -162,9 +174,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
     if config["compile"]:
         method.encoder.compile()
     model = (DistributedDataParallel(method, device_ids=[device] if cuda else None,
-                                     find_unused_parameters=True,
-                                     broadcast_buffers=False)  # banks stay in sync by all-gather
-             if d.world > 1 else method)
+                                     **ddp_options(method)) if d.world > 1 else method)
     optimizer = build_optimizer(method.parameters(), config)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total, warmup, config))

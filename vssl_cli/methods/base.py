@@ -67,6 +67,13 @@ class Method(nn.Module):
     def frame_model(self) -> bool:
         return is_frame_backbone(self.backbone_name)
 
+    def leaves_parameters_unused(self) -> bool:
+        """Whether a training step leaves some parameters without a gradient (a head whose
+        term this config switches off). DDP must then search the autograd graph for them
+        at every step (``find_unused_parameters``), a cost every other method is spared.
+        tests/test_methods.py checks each method's answer against a real step."""
+        return False
+
     def encoder_spec(self) -> dict:
         """How to rebuild and feed the encoder: stored in the model manifest so that
         probe, retrieve, finetune and export use the clips it was trained on."""

@@ -209,6 +209,11 @@ class CtrlAug(Method):
     name = "ctrlaug"
     Params = CtrlAugParams
 
+    def leaves_parameters_unused(self) -> bool:
+        """A term weighted 0 is not computed: its head (region, MINE critic, order) is idle."""
+        p = self.params
+        return not (p.w_rc and p.w_mi and p.w_td)
+
     def __init__(self, params: CtrlAugParams, backbone, aug, temporal_strides=None):
         strides = tuple(temporal_strides or params.temporal_strides)
         super().__init__(params, backbone, aug, strides)

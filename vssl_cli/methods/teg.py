@@ -84,6 +84,10 @@ class TeG(Method):
     name = "teg"
     Params = TeGParams
 
+    def leaves_parameters_unused(self) -> bool:
+        """TeG-PS (alpha 0) never uses the fine-grained head, alpha 1 the coarse one."""
+        return self.params.alpha in (0, 1)
+
     def __init__(self, params: TeGParams, backbone, aug, temporal_strides=None):
         super().__init__(params, backbone, aug,
                          tuple(temporal_strides or params.temporal_strides))
