@@ -69,8 +69,8 @@ def base_config(task: str, model, clips, clip_len, stride, train_split, test_spl
 
 def split_names(config: dict) -> tuple[str, str]:
     """The store splits of the train and test videos (``ROLE@N`` in an official split)."""
-    n = config.get("official_split")
-    return tuple(f"{config[k]}@{n}" if n and "@" not in config[k] else config[k]
+    from vssl_cli.data.dataset import in_official_split
+    return tuple(in_official_split(config[k], config.get("official_split"))
                  for k in ("train_split", "test_split"))
 
 

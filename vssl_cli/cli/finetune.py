@@ -68,10 +68,11 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
     from vssl_cli.engine.fit import fit
     from vssl_cli.evaluate.finetune import clip_test, label_subset
     from vssl_cli.models.saved import load_encoder
+    from vssl_cli.data.dataset import in_official_split
     from vssl_cli.evaluate.leakage import guard, trained_on
     from vssl_cli.store import open_store
     split, official = config["split"], config.get("official_split")
-    test_name = f"{test_split}@{official}" if official and "@" not in test_split else test_split
+    test_name = in_official_split(test_split, official)
     with open_store(frames, frames_m) as store:
         test_ids = [r["id"] for r in store.split(test_name)]
     overlap = guard(model, test_ids, allow_overlap)

@@ -30,12 +30,18 @@ def resolve_split(videos: list[dict], split: str | None) -> str | None:
     return None if split in (None, "all") else split
 
 
+def in_official_split(name: str | None, official: int | None) -> str | None:
+    """``name`` (``train``, ``test``) in official split ``official`` of a UCF101/HMDB51
+    store when given (``train@2``: split 2's train videos); a name that already says its
+    split, or none, is kept."""
+    return name if not official or name is None or "@" in name else f"{name}@{official}"
+
+
 def split_name(videos: list[dict], split: str | None, official: int | None = None
                ) -> str | None:
     """The store split a run uses: ``split`` resolved (``auto``, ``all``), in official split
-    ``official`` of a UCF101/HMDB51 store when given (``train@2``: split 2's train videos)."""
-    name = resolve_split(videos, split)
-    return name if official is None or name is None or "@" in name else f"{name}@{official}"
+    ``official`` when given."""
+    return in_official_split(resolve_split(videos, split), official)
 
 
 class ClipDataset(Dataset):

@@ -311,10 +311,8 @@ class Hdf5StoreWriter(StoreWriter):
         return _Hdf5Sink(self, check_key(key, self.path), height, width)
 
     def verify(self, key, record):
-        videos = self.file["videos"]
-        if check_key(key, self.path) not in videos:
-            return f"videos/{key} is missing"
-        return verify_dataset(videos[key], int(record["frames"]))
+        return verify_video(self.file["videos"], check_key(key, self.path),
+                            int(record["frames"]))
 
     def incoming(self, key: str) -> h5py.Group:
         """The group a video is built in before ``publish``, with no leftover ``key``."""
@@ -437,16 +435,17 @@ def _repack_if_wasteful(path: str) -> None:
 
 def verify_file(path: str, records: list[dict]) -> list[str]:
     """What is wrong with each stored video of the finished file at ``path`` (read only)."""
-    problems = []
     with h5py.File(path, "r") as f:
-        videos = f.get("videos")
-        for record in records:
-            key = check_key(record.get("key"), path)
-            if videos is None or key not in videos:
-                problems.append(f"videos/{key} is missing")
-            elif (problem := verify_dataset(videos[key], int(record["frames"]))):
-                problems.append(problem)
-    return problems
+        return [p for r in records if (p := verify_video(
+            f.get("videos"), check_key(r.get("key"), path), int(r["frames"])))]
+
+
+def verify_video(videos: h5py.Group | None, key: str, frames: int) -> str | None:
+    """None when ``videos/key`` holds ``frames`` frames whose chunks all decode, else what
+    is wrong."""
+    if videos is None or key not in videos:
+        return f"videos/{key} is missing"
+    return verify_dataset(videos[key], frames)
 
 
 def verify_dataset(dataset: h5py.Dataset, frames: int) -> str | None:
