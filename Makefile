@@ -6,6 +6,9 @@ DEMO   ?= demo
 PYTEST_ARGS ?= -m "not slow"
 # The CPU build (a small wheel); on a CUDA host use e.g. `make install TORCH=torch`.
 TORCH  ?= torch==2.13.0
+# The authors' model code that tests/test_import.py checks `vssl import` against (tests
+# only; torchvision must be the release built for $(TORCH); REFERENCE= skips those tests).
+REFERENCE ?= torchvision==0.28.0 pytorchvideo==0.1.5
 
 .PHONY: install test test-all demo man bench clean
 
@@ -14,6 +17,7 @@ $(BIN)/vssl: setup.py $(wildcard vssl_cli/*.py vssl_cli/*/*.py)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q '$(TORCH)'
 	$(BIN)/pip install -q -e '.[test]'
+	$(if $(strip $(REFERENCE)),$(BIN)/pip install -q $(REFERENCE))
 	@touch $@
 
 install: $(BIN)/vssl

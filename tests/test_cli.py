@@ -3,7 +3,8 @@ import pytest
 
 from conftest import ROOT, run_vssl, vssl_in_process
 
-COMMANDS = ["extract", "pretrain", "finetune", "probe", "retrieve", "export", "inspect", "synth"]
+COMMANDS = ["extract", "pretrain", "finetune", "probe", "retrieve", "export", "import", "inspect",
+            "synth"]
 
 
 def test_version_and_help_list_every_command():

@@ -139,6 +139,11 @@ def test_garbage_or_pickled_encoder_weights_are_one_line(random_run, tiny_frames
     shutil.copytree(random_run, run)
     (run / "encoder.pt").write_bytes(b"\x00garbage" * 100)
     proc = run_vssl("probe", run, "--data", tiny_frames, check=1)
+    assert "not the ones the manifest records" in one_error_line(proc)
+    manifest = manifest_of(run)          # a model written before the digest was recorded
+    del manifest["outputs"]["encoder"]["sha256"]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    proc = run_vssl("probe", run, "--data", tiny_frames, check=1)
     assert "cannot read the encoder weights" in one_error_line(proc)
     with open(run / "encoder.pt", "wb") as f:
         pickle.dump(Payload(tmp_path / "pwned"), f)

@@ -75,11 +75,18 @@ def new_manifest(kind: str, config: dict, inputs: list[dict], *, id: str | None 
     """A manifest whose ``id`` is the digest of the resolved config and the input ids."""
     assert kind in KINDS, kind
     if id is None:
-        id = digest({"kind": kind, "config": config, "inputs": [i.get("id") for i in inputs]})
+        id = digest({"kind": kind, "config": config, "inputs": input_ids(inputs)})
     return {"schema": SCHEMA, "kind": kind, "id": id, "created": now(),
             "vssl_version": __version__, "command": list(sys.argv), "config": config,
             "inputs": inputs, "outputs": outputs or {}, "metrics": metrics or {},
             "environment": environment(device)}
+
+
+def input_ids(inputs: list[dict]) -> list:
+    """What of the inputs an artifact's id depends on: each input's id, and for a model
+    the digest of the weights it holds, so that an evaluation cached for one set of
+    weights is never taken for another's (evaluate/artifact.py)."""
+    return [[i.get("id"), i["weights"]] if i.get("weights") else i.get("id") for i in inputs]
 
 
 def umask() -> int:

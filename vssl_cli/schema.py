@@ -34,6 +34,9 @@ ENCODER = {               # outputs.encoder of a model: how to rebuild and feed 
     "clip_len": ((INT,), 1, 4096), "stride": ((INT,), 1, 1024), "size": ((INT,), 8, 4096),
     "mean": ((LIST,), -10, 10), "std": ((LIST,), 1e-6, 100),
     "temporal_strides": ((LIST, NULL), 1, 16), "frame_model": ((BOOL, NULL), None, None),
+    # Later fields (absent: rgb, pixels in [0, 1], the whole short side, not recorded).
+    "channels": ((STR, NULL), None, None), "pixel_max": ((INT, NUM, NULL), 1, 255),
+    "crop_fraction": ((INT, NUM, NULL), 0.05, 1), "sha256": ((STR, NULL), None, None),
 }
 
 
@@ -125,6 +128,9 @@ def check_model_manifest(manifest: dict, source: str) -> None:
             if len(encoder[name]) != 3:
                 raise VsslError(f"manifest field outputs.encoder.{name} needs 3 values",
                                 source)
+        if encoder.get("channels") not in (None, "rgb", "bgr"):
+            raise VsslError("manifest field outputs.encoder.channels is not rgb or bgr",
+                            source)
         strides = encoder.get("temporal_strides")
         if strides is not None and (len(strides) != 4
                                     or any(type(s) is not int for s in strides)):

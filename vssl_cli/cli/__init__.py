@@ -20,7 +20,9 @@ from vssl_cli.errors import VsslError, os_error_line
 # Command ``name`` is ``name_command`` in ``vssl_cli.cli.<name>``, imported only when it runs:
 # the training and evaluation commands pull in PyTorch (~0.8 s), which `extract`, `synth`,
 # `inspect` and shell completion should not pay for.
-COMMANDS = ("export", "extract", "finetune", "inspect", "pretrain", "probe", "retrieve", "synth")
+COMMANDS = ("export", "extract", "finetune", "import", "inspect", "pretrain", "probe",
+            "retrieve", "synth")
+MODULES = {"import": "import_weights"}      # `import` is a Python keyword
 
 
 class LazyGroup(click.Group):
@@ -30,7 +32,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        module = importlib.import_module(f"vssl_cli.cli.{name}")
+        module = importlib.import_module(f"vssl_cli.cli.{MODULES.get(name, name)}")
         return getattr(module, f"{name}_command")
 
 

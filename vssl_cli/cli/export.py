@@ -56,7 +56,7 @@ def export_command(run, fmt, output, frames, embeddings_format, split, clips, vi
     run = resolve_input(run)
     model = open_model(run)
     out = output or os.path.join(run, f"export-{fmt}")
-    inputs = [lineage(run, model.manifest)]
+    inputs = [model.lineage()]
     config = {"format": fmt, "encoder": model.spec}
     frames_m = None
     if fmt in ("embeddings", "icm"):

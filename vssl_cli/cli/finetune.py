@@ -8,7 +8,7 @@ import click
 
 from vssl_cli.artifacts import exclusive_lock, lineage, resolve_input
 from vssl_cli.cli.common import emit, json_option, log, progress_bar
-from vssl_cli.cli.training import explicit_options, train_options
+from vssl_cli.cli.training import convention_sets, explicit_options, train_options
 from vssl_cli.engine.config import resolve
 from vssl_cli.engine.device import dist_from_env
 from vssl_cli.errors import UsageProblem
@@ -54,7 +54,7 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
     options = explicit_options(ctx, [])
     config = resolve(Supervised.Params, recipe, options, [
         f"params.clip_len={spec['clip_len']}", f"params.stride={spec['stride']}",
-        f"params.num_classes={len(classes)}", f"aug.size={spec['size']}", *sets])
+        f"params.num_classes={len(classes)}", *convention_sets(spec, size=True), *sets])
     if config["params"]["num_classes"] != len(classes):
         raise UsageProblem(f"params.num_classes is the store's number of classes "
                            f"({len(classes)}); it cannot be set", frames)
@@ -67,7 +67,6 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
         return
     from vssl_cli.engine.fit import fit
     from vssl_cli.evaluate.finetune import clip_test, label_subset
-    from vssl_cli.models.saved import load_encoder
     from vssl_cli.data.dataset import in_official_split
     from vssl_cli.evaluate.leakage import guard, trained_on
     from vssl_cli.store import open_store
@@ -77,7 +76,7 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
         test_ids = [r["id"] for r in store.split(test_name)]
     overlap = guard(model, test_ids, allow_overlap)
     ids = label_subset(frames, split, label_fraction, classes, config["seed"], official)
-    inputs = [lineage(run, model.manifest), lineage(frames, frames_m)]
+    inputs = [model.lineage(), lineage(frames, frames_m)]
     strides = spec.get("temporal_strides")
 
     def build():
@@ -85,7 +84,7 @@ def finetune_command(ctx, run, frames, output, label_fraction, test_clips, test_
                           _aug(config), tuple(strides) if strides else None)
 
     def prepare(method):
-        method.encoder.load_state_dict(load_encoder(run, spec).state_dict())
+        method.encoder.load_state_dict(model.encoder().state_dict())
 
     def finalize(method, device):
         import torch

@@ -85,3 +85,14 @@ def explicit_options(ctx: click.Context, names: list[str]) -> dict:
     if ctx.params.get("tensorboard"):
         out["tensorboard"] = True
     return out
+
+
+def convention_sets(spec: dict, size: bool = False) -> list[str]:
+    """``--set`` items that train with the input convention of the encoder described by
+    ``spec`` (its manifest's ``outputs.encoder``): its channel order, mean and std, and
+    with ``size`` its clip size. The user's own --set items come after and win."""
+    from vssl_cli.models.saved import input_convention
+    c = input_convention(spec)
+    items = [f"aug.mean=[{', '.join(map(repr, c['mean']))}]",
+             f"aug.std=[{', '.join(map(repr, c['std']))}]", f'aug.channels="{c["channels"]}"']
+    return [f"aug.size={c['size']}", *items] if size else items

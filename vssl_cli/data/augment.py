@@ -35,6 +35,7 @@ class AugConfig:
     std: tuple[float, float, float] = (0.225, 0.225, 0.225)
     jitter_order: str = "fixed"    # fixed | random (per clip, as CVRL and SimCLR do)
     solarize_p: float = 0.0        # invert values above 0.5 (CVRL's second view: 0.2)
+    channels: str = "rgb"          # rgb | bgr: the order the encoder takes (TCLR's: bgr)
 
 
 @dataclasses.dataclass
@@ -254,6 +255,8 @@ def apply(clips: torch.Tensor, params: AugParams, cfg: AugConfig,
         x /= 255                    # after the resize (linear), on the smaller tensor
     x = solarize(blur(colour(x, params), params.blur_sigma, params.blur_radius),
                  params.solarize)
+    if cfg.channels == "bgr":       # mean and std are in the encoder's channel order
+        x = x.flip(1)
     mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
     std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1, 1)
     return x.sub_(mean).div_(std)

@@ -204,6 +204,8 @@ def validate(config: dict) -> None:
         raise UsageProblem(f"device {config['device']!r}: use auto, cpu, cuda, cuda:N or mps")
     if config["aug"]["jitter_order"] not in ("fixed", "random"):
         raise UsageProblem("aug.jitter_order must be fixed or random")
+    if config["aug"]["channels"] not in ("rgb", "bgr"):
+        raise UsageProblem("aug.channels must be rgb or bgr")
     for key in ("split", "backbone", "method"):
         if not isinstance(config[key], str) or not config[key]:
             raise UsageProblem(f"{key} must be a name, got {config[key]!r}")

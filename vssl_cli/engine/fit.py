@@ -15,8 +15,8 @@ from typing import Callable
 
 import torch
 
-from vssl_cli.artifacts import (check_output, digest, expect_kind, lineage, load_manifest,
-                                new_manifest)
+from vssl_cli.artifacts import (check_output, digest, expect_kind, input_ids, lineage,
+                                load_manifest, new_manifest)
 from vssl_cli.data.dataset import ClipDataset
 from vssl_cli.engine import device as dev
 from vssl_cli.engine.run import CHECKPOINT, CURVES, ENCODER, METRICS, RunDir
@@ -25,6 +25,7 @@ from vssl_cli.engine.trainer import train
 from vssl_cli.errors import UsageProblem
 from vssl_cli.evaluate.leakage import write_train_videos
 from vssl_cli.methods.base import Method
+from vssl_cli.models.weights_file import sha256_of
 from vssl_cli.torch_io import save_atomic
 
 log = logging.getLogger("vssl")
@@ -41,9 +42,12 @@ class Outcome:
 
 
 def run_id(config: dict, inputs: list[dict]) -> str:
+    # Settings added later leave out their defaults, so earlier runs keep their ids.
     semantic = {k: v for k, v in config.items() if k not in NOT_IN_ID
-                and not (k == "official_split" and v is None)}   # ids of runs made before it
-    return digest({"kind": "model", "config": semantic, "inputs": [i["id"] for i in inputs]})
+                and not (k == "official_split" and v is None)}
+    semantic["aug"] = {k: v for k, v in config["aug"].items()
+                       if not (k == "channels" and v == "rgb")}
+    return digest({"kind": "model", "config": semantic, "inputs": input_ids(inputs)})
 
 
 def load_frames(frames: str) -> tuple[dict, dict]:
@@ -122,6 +126,7 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
             result.metrics.update(finalize(method, result.device))
         save_atomic({k: v.detach().cpu() for k, v in method.encoder.state_dict().items()},
                     run.partial / ENCODER, "encoder weights")
+        weights = sha256_of(run.partial / ENCODER)
         earlier, known = trained_before or (set(), True)
         trained = [r["id"] for r in dataset.videos] if result.metrics["steps"] else []
         train_videos = write_train_videos(run.partial, trained, earlier, known)
@@ -130,7 +135,8 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
             train_videos["official_split"] = official
         manifest = new_manifest("model", config, inputs, id=manifest["id"],
                                 device=result.device, outputs={
-                                    "encoder": {"file": ENCODER, **method.encoder_spec()},
+                                    "encoder": {"file": ENCODER, **method.encoder_spec(),
+                                                "sha256": weights},
                                     "checkpoint": CHECKPOINT, "metrics_log": METRICS,
                                     "train_videos": train_videos,
                                     **_pictures(run), **(extra_outputs or {})},

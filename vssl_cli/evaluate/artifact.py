@@ -11,7 +11,7 @@ from vssl_cli.artifacts import (atomic_directory, check_output, exclusive_lock, 
                                 lineage, load_manifest, new_manifest, remove_stale_partials,
                                 write_json_atomic)
 from vssl_cli.errors import VsslError
-from vssl_cli.models.saved import load_encoder
+from vssl_cli.models.saved import load_encoder, weights_digest
 
 log = logging.getLogger("vssl")
 
@@ -21,9 +21,15 @@ class Model:
     path: str
     manifest: dict
     spec: dict
+    weights: str          # sha256 of the encoder's weights file
 
     def encoder(self):
         return load_encoder(self.path, self.spec)
+
+    def lineage(self) -> dict:
+        """The input entry of what is computed from this model: with the weights' digest,
+        so that results for one set of weights are never reused for another."""
+        return {**lineage(self.path, self.manifest), "weights": self.weights}
 
 
 def open_model(path: str) -> Model:
@@ -31,7 +37,7 @@ def open_model(path: str) -> Model:
     spec = manifest.get("outputs", {}).get("encoder")
     if not spec:
         raise VsslError("model artifact has no encoder entry in its manifest", path)
-    return Model(path, manifest, spec)
+    return Model(path, manifest, spec, weights_digest(path, spec))
 
 
 def open_frames(path: str) -> dict:
@@ -64,4 +70,4 @@ def write_eval(out: str, config: dict, inputs: list[dict], compute: Callable[[Pa
 
 
 def inputs_for(model: Model, frames_path: str, frames_manifest: dict) -> list[dict]:
-    return [lineage(model.path, model.manifest), lineage(frames_path, frames_manifest)]
+    return [model.lineage(), lineage(frames_path, frames_manifest)]

@@ -19,6 +19,7 @@ from vssl_cli.data.augment import AugConfig, AugParams, apply
 from vssl_cli.data.dataset import ClipDataset, collate_clips
 from vssl_cli.data.readers import reader_options
 from vssl_cli.data.samplers import uniform_clips
+from vssl_cli.models.saved import input_convention
 
 
 @dataclasses.dataclass
@@ -58,15 +59,18 @@ def _middle(total: int, n: int) -> slice:
     return slice(start, start + n)
 
 
-def centre_params(batch: int, valid_hw: torch.Tensor, device, position: float = 0.5
-                  ) -> AugParams:
-    """The largest square of each clip's valid region, nothing else: centred, or at
-    ``position`` along the longer side (0 the start, 1 the end: the 3-crop test)."""
+def centre_params(batch: int, valid_hw: torch.Tensor, device, position: float = 0.5,
+                  fraction: float = 1.0) -> AugParams:
+    """A square of ``fraction`` of the short side of each clip's valid region (1: the
+    largest), nothing else: centred, or at ``position`` along the longer side (0 the
+    start, 1 the end: the 3-crop test)."""
     p = AugParams.identity(batch, device)
     h, w = valid_hw[:, 0].float().to(device), valid_hw[:, 1].float().to(device)
-    side = torch.minimum(h, w)
+    side = torch.minimum(h, w) * fraction
     fx, fy = side / w, side / h
-    x0, y0 = position * (1 - fx), position * (1 - fy)
+    along_w = (w >= h).float()              # the crops move along the longer side
+    px, py = 0.5 + (position - 0.5) * along_w, 0.5 + (position - 0.5) * (1 - along_w)
+    x0, y0 = px * (1 - fx), py * (1 - fy)
     p.boxes = torch.stack([x0, y0, x0 + fx, y0 + fy], 1)
     return p
 
@@ -78,9 +82,12 @@ def crop_positions(crops: int) -> list[float]:
 
 def preprocess(clips: torch.Tensor, valid_hw: torch.Tensor, spec: dict,
                position: float = 0.5) -> torch.Tensor:
-    cfg = AugConfig(size=spec["size"], mean=tuple(spec["mean"]), std=tuple(spec["std"]))
-    return apply(clips, centre_params(clips.shape[0], valid_hw, clips.device, position), cfg,
-                 valid_hw)
+    """Clips as the encoder takes them: the convention its manifest names (models/saved.py),
+    a centre square (of ``crop_fraction`` of the short side) resized to its size."""
+    cfg = AugConfig(**input_convention(spec))
+    params = centre_params(clips.shape[0], valid_hw, clips.device, position,
+                           float(spec.get("crop_fraction") or 1.0))
+    return apply(clips, params, cfg, valid_hw)
 
 
 @torch.no_grad()

@@ -6,8 +6,9 @@ set, and a finetuned model's finetuning set with the set of the model it started
 An evaluation compares that list with its test videos by id: pretraining on UCF101 split
 1's train videos and probing split 2's test videos overlaps (most of split 2's test
 videos are in split 1's train list); Kinetics pretraining and a UCF101 test set do not.
-A model that does not say what it trained on (made before the list was kept) is
-"unknown": said on stderr and in the manifest, never refused.
+A model that does not say what it trained on (imported weights without
+``--train-videos``, or made before the list was kept) is "unknown": said on stderr and in
+the manifest, never refused.
 """
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ def guard(model, test_ids: list[str], allow_overlap: bool) -> dict:
     the model's training set; refuses an overlap unless ``allow_overlap``."""
     known = trained_on(model.path, model.manifest)
     if known is None:
-        log.warning("the model does not record which videos it trained on (made before "
-                    "vssl kept the list): test videos it trained on cannot be ruled out")
+        log.warning("the model does not record which videos it trained on (imported "
+                    "weights, or made before vssl kept the list): test videos it trained "
+                    "on cannot be ruled out")
         return {"train_overlap": "unknown"}
     seen, complete = known
     overlap = sorted(set(test_ids) & seen)

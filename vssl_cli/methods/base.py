@@ -82,7 +82,7 @@ class Method(nn.Module):
                 "frame_model": self.frame_model,
                 "clip_len": int(self.params.clip_len), "stride": int(self.params.stride),
                 "size": int(self.aug.size), "mean": list(self.aug.mean),
-                "std": list(self.aug.std)}
+                "std": list(self.aug.std), "channels": self.aug.channels}
 
     def attach_dataset(self, size: int) -> None:
         """Called with the number of training videos before training or resuming (methods

@@ -3,6 +3,11 @@
 - ``r3d18``: 3D ResNet-18 (Tran et al. 2018; torchvision's ``r3d_18`` layout).
 - ``r2plus1d18``: R(2+1)D-18, each 3x3x3 conv factorised into 1x3x3 then 3x1x1 with the
   mid width that keeps the parameter count (torchvision's ``r2plus1d_18`` layout).
+- ``mc3_18``: MC3-18, 3x3x3 convs in res2 and 1x3x3 (spatial only) in res3-res5, no
+  temporal downsampling (torchvision's ``mc3_18`` layout).
+- ``r3d18_tclr`` / ``r2plus1d18_tclr``: TCLR's networks (Dave et al. 2022,
+  ``tclr_pretraining/model.py``): res5 keeps time (temporal stride 1) and its first conv
+  is temporally dilated by 2 instead, so 16 frames end as 4 steps with the same weights.
 - ``r3d50``: 3D ResNet-50 with bottlenecks (Hara et al. 2018).
 - ``r3d50_slowonly``: the SlowOnly R-50 of SlowFast and TPN (``r50f8s8``): a 1x7x7
   stem, no temporal downsampling anywhere, temporal kernels 3 only in res4/res5. An 8-frame
@@ -18,7 +23,7 @@
 
 Inputs are (B, 3, T, H, W). ``forward`` returns every stage's feature map, because several
 methods contrast intermediate or temporal maps, plus the globally pooled vector.
-No weights are downloaded: everything starts from random initialisation.
+Weights start random; ``vssl import`` (models/published.py) loads published ones.
 """
 from __future__ import annotations
 
@@ -35,11 +40,12 @@ def _bn(channels: int) -> nn.BatchNorm3d:
 class Conv2Plus1D(nn.Sequential):
     """Spatial 1xkxk conv, BN, ReLU, then temporal kx1x1 conv (R(2+1)D)."""
 
-    def __init__(self, cin: int, cout: int, mid: int, stride=(1, 1, 1)):
+    def __init__(self, cin: int, cout: int, mid: int, stride=(1, 1, 1), dilation: int = 1):
         super().__init__(
             nn.Conv3d(cin, mid, (1, 3, 3), (1, stride[1], stride[2]), (0, 1, 1), bias=False),
             _bn(mid), nn.ReLU(inplace=True),
-            nn.Conv3d(mid, cout, (3, 1, 1), (stride[0], 1, 1), (1, 0, 0), bias=False))
+            nn.Conv3d(mid, cout, (3, 1, 1), (stride[0], 1, 1), (dilation, 0, 0),
+                      (dilation, 1, 1), bias=False))
 
 
 def _mid(cin: int, planes: int) -> int:
@@ -48,21 +54,25 @@ def _mid(cin: int, planes: int) -> int:
     return (cin * planes * 27) // (cin * 9 + 3 * planes)
 
 
-def _conv3x3(kind: str, cin: int, cout: int, stride, mid: int = 0) -> nn.Module:
+def _conv3x3(kind: str, cin: int, cout: int, stride, mid: int = 0, dilation: int = 1
+             ) -> nn.Module:
+    """``dilation``: temporal dilation (TCLR's res5), with the padding that keeps length."""
     if kind == "2plus1d":
-        return Conv2Plus1D(cin, cout, mid, stride)
+        return Conv2Plus1D(cin, cout, mid, stride, dilation)
     kt = 1 if kind == "2d" else 3
-    return nn.Conv3d(cin, cout, (kt, 3, 3), stride, (kt // 2, 1, 1), bias=False)
+    return nn.Conv3d(cin, cout, (kt, 3, 3), stride, (kt // 2 * dilation, 1, 1),
+                     (dilation, 1, 1), bias=False)
 
 
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, kind: str, cin: int, planes: int, stride, downsample: nn.Module | None):
+    def __init__(self, kind: str, cin: int, planes: int, stride, downsample: nn.Module | None,
+                 dilation: int = 1):
         super().__init__()
         mid = _mid(cin, planes)
-        self.conv1 = nn.Sequential(_conv3x3(kind, cin, planes, stride, mid), _bn(planes),
-                                   nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(_conv3x3(kind, cin, planes, stride, mid, dilation),
+                                   _bn(planes), nn.ReLU(inplace=True))
         self.conv2 = nn.Sequential(_conv3x3(kind, planes, planes, (1, 1, 1), mid), _bn(planes))
         self.downsample = downsample
         self.relu = nn.ReLU(inplace=True)
@@ -107,6 +117,10 @@ class ResNetSpec:
     # Bottlenecks only: the first conv's temporal kernel per stage (SlowFast/CVRL style);
     # None keeps the 3x3x3 middle conv.
     temporal_kernels: tuple[int, int, int, int] | None = None
+    # Basic blocks only: the conv kind of each stage when they differ (MC3), and the
+    # temporal dilation of each stage's first conv (TCLR's res5).
+    stage_kinds: tuple[str, str, str, str] | None = None
+    first_dilation: tuple[int, int, int, int] = (1, 1, 1, 1)
 
     @property
     def stem_temporal_stride(self) -> int:
@@ -124,6 +138,12 @@ class ResNetSpec:
 SPECS = {
     "r3d18": ResNetSpec("3d", BasicBlock, (2, 2, 2, 2), "r3d"),
     "r2plus1d18": ResNetSpec("2plus1d", BasicBlock, (2, 2, 2, 2), "r2plus1d"),
+    "mc3_18": ResNetSpec("3d", BasicBlock, (2, 2, 2, 2), "r3d", (1, 1, 1, 1),
+                         stage_kinds=("3d", "2d", "2d", "2d")),
+    "r3d18_tclr": ResNetSpec("3d", BasicBlock, (2, 2, 2, 2), "r3d", (1, 2, 2, 1),
+                             first_dilation=(1, 1, 1, 2)),
+    "r2plus1d18_tclr": ResNetSpec("2plus1d", BasicBlock, (2, 2, 2, 2), "r2plus1d",
+                                  (1, 2, 2, 1), first_dilation=(1, 1, 1, 2)),
     "r3d50": ResNetSpec("3d", Bottleneck, (3, 4, 6, 3), "r3d50"),
     "r3d50_cvrl": ResNetSpec("3d", Bottleneck, (3, 4, 6, 3), "cvrl", (1, 1, 1, 1), (1, 1, 3, 3)),
     "r3d50_slowonly": ResNetSpec("3d", Bottleneck, (3, 4, 6, 3), "slowonly", (1, 1, 1, 1),
@@ -197,10 +217,13 @@ class ResNet(StagedBackbone):
                 out = planes * spec.block.expansion
                 if b == 0 and (stride != (1, 1, 1) or cin != out):
                     down = nn.Sequential(nn.Conv3d(cin, out, 1, stride, bias=False), _bn(out))
-                kernel = {"temporal_kernel": spec.temporal_kernels[i]} \
+                extra = {"temporal_kernel": spec.temporal_kernels[i]} \
                     if spec.temporal_kernels else {}
-                blocks.append(spec.block(spec.kind, cin, planes, stride if b == 0 else (1, 1, 1),
-                                         down, **kernel))
+                if b == 0 and spec.first_dilation[i] != 1:
+                    extra["dilation"] = spec.first_dilation[i]
+                kind = spec.stage_kinds[i] if spec.stage_kinds else spec.kind
+                blocks.append(spec.block(kind, cin, planes, stride if b == 0 else (1, 1, 1),
+                                         down, **extra))
                 cin = out
             stages.append(nn.Sequential(*blocks))
             self.stage_dims[STAGES[i]] = cin
