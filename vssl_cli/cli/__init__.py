@@ -71,7 +71,11 @@ def main(argv: list[str] | None = None) -> None:
     name = _command_name(argv)
     # The exit comes after the handlers: the failed command's frames (a DataLoader with
     # worker processes among them) are released first and shut down cleanly.
-    sys.exit(_run(argv, name))
+    code = _run(argv, name)
+    # From here on a SIGTERM (torchrun stopping the group after another worker failed)
+    # ends the process quietly instead of raising inside interpreter shutdown.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    sys.exit(code)
 
 
 def from_worker(text: str) -> str:

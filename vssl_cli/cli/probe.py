@@ -72,6 +72,12 @@ def probe_command(run, frames, output, clips, clip_len, stride, train_split, tes
 
     manifest, built = write_eval(out, config, inputs_for(model, frames, frames_m),
                                  recorded(compute, config), force, str(dev))
+    if built:             # into the tracker runs the model logged to (--log-to), if any
+        from pathlib import Path
+
+        from vssl_cli.engine.trackers import log_evaluation
+        log_evaluation(model.manifest, [Path(out, "confusion.png"), Path(out, "embedding.png")],
+                       Path(out).name)
     m = manifest["metrics"]
     log.info("linear probe: top-1 %.3f, top-5 %.3f (%d clips), 1 clip %.3f",
              m["top1"], m["top5"], m["clips"], m["top1_1clip"])

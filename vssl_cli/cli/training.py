@@ -55,8 +55,14 @@ def train_options(f):
     f = click.option("--compile", "compile_", is_flag=True,
                      help="torch.compile the encoder (CUDA hosts).")(f)
     f = click.option("--tensorboard", "tensorboard", is_flag=True,
-                     help="Also log the metrics to RUN/tensorboard/ (needs the tensorboard "
-                          "package: pip install 'vssl[tensorboard]').")(f)
+                     help="Also log the metrics to RUN/tensorboard/ (the same as --log-to "
+                          "tensorboard).")(f)
+    f = click.option("--log-to", "log_to", default=None, metavar="TRACKERS",
+                     callback=_trackers,
+                     help="Also log metrics, config and pictures to these trackers, comma "
+                          "separated: tensorboard, mlflow (local mlruns/ beside the run, or "
+                          "MLFLOW_TRACKING_URI), wandb (offline unless logged in). Each needs "
+                          "its package: pip install 'vssl[mlflow]'.")(f)
     f = click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any config key (TOML value), e.g. --set lr=0.01 "
                           "--set aug.size=64 --set params.tau=0.2. Repeatable.")(f)
@@ -67,6 +73,13 @@ def train_options(f):
                      help="Continue the interrupted (or finished) run at OUTPUT even if "
                           "its configuration differs (same id resumes automatically).")(f)
     return f
+
+
+def _trackers(ctx, param, value):
+    if value is None:
+        return None
+    from vssl_cli.engine.trackers import parse
+    return parse(value)
 
 
 def explicit_options(ctx: click.Context, names: list[str]) -> dict:
@@ -84,6 +97,8 @@ def explicit_options(ctx: click.Context, names: list[str]) -> dict:
         out["compile"] = True
     if ctx.params.get("tensorboard"):
         out["tensorboard"] = True
+    if ctx.params.get("log_to"):
+        out["log_to"] = ctx.params["log_to"]
     return out
 
 

@@ -10,6 +10,8 @@ Clips are (B, C, T, H, W), uint8 or float in [0, 1]; output is float, normalised
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 
@@ -221,15 +223,17 @@ def solarize(x: torch.Tensor, which: torch.Tensor | None) -> torch.Tensor:
     return torch.where(_per_clip(which) & (x >= 0.5), 1 - x, x)
 
 
-def blur(x: torch.Tensor, sigma: torch.Tensor, radius: torch.Tensor | None = None
-         ) -> torch.Tensor:
+def blur(x: torch.Tensor, sigma: torch.Tensor, radius: torch.Tensor | None = None,
+         reach: int = 0) -> torch.Tensor:
     """Separable Gaussian blur with a sigma per clip (0 leaves a clip unchanged), its
-    kernel cut at ``radius`` pixels per clip (default 3 sigma)."""
+    kernel cut at ``radius`` pixels per clip (default 3 sigma). ``reach``: the kernel's
+    length at least (taps past a clip's cut weigh 0), so that a clip is blurred with the
+    same float operations whatever else is in its batch (one process or N under DDP)."""
     if not bool((sigma > 0).any()):
         return x
     b, c, t, h, w = x.shape
     cut = torch.ceil(3 * sigma) if radius is None else radius.to(sigma)
-    reach = int(cut.max())
+    reach = max(reach, int(cut.max()))
     offsets = torch.arange(-reach, reach + 1, device=x.device, dtype=x.dtype)
     s = sigma.clamp(min=1e-3).to(x.dtype).view(-1, 1)
     kernel = torch.exp(-0.5 * (offsets / s) ** 2) * (offsets.abs() <= cut.view(-1, 1))
@@ -253,8 +257,8 @@ def apply(clips: torch.Tensor, params: AugParams, cfg: AugConfig,
     x = crop_resize(clips.float(), boxes, params.flip, cfg.size)
     if clips.dtype == torch.uint8:
         x /= 255                    # after the resize (linear), on the smaller tensor
-    x = solarize(blur(colour(x, params), params.blur_sigma, params.blur_radius),
-                 params.solarize)
+    x = solarize(blur(colour(x, params), params.blur_sigma, params.blur_radius,
+                      math.ceil(3 * cfg.blur_sigma[1])), params.solarize)
     if cfg.channels == "bgr":       # mean and std are in the encoder's channel order
         x = x.flip(1)
     mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1, 1)
@@ -269,7 +273,42 @@ def augment(clips: torch.Tensor, cfg: AugConfig, gen: torch.Generator | None = N
     (another view's parameters) makes the crop boxes and flips the same as that view's,
     so only colour, grayscale and blur are drawn anew."""
     frame_hw = clips.shape[-2:] if valid_hw is None else valid_hw
-    params = sample_params(clips.shape[0], frame_hw, cfg, gen, clips.device)
+    shared = _GLOBAL_BATCH.get()
+    if shared is None:
+        params = sample_params(clips.shape[0], frame_hw, cfg, gen, clips.device)
+    else:
+        params = _own_rows(clips.shape[0], frame_hw, cfg, *shared, clips.device)
     if geometry_of is not None:
         params = dataclasses.replace(params, boxes=geometry_of.boxes, flip=geometry_of.flip)
     return apply(clips, params, cfg, valid_hw), params
+
+
+# Under DDP: (generator every process seeds alike, rank, world size) while a step runs.
+_GLOBAL_BATCH = contextvars.ContextVar("global_batch", default=None)
+
+
+@contextlib.contextmanager
+def global_batch(gen: torch.Generator, rank: int, world: int):
+    """Within this block every process draws the augmentations of the whole global batch
+    from ``gen`` (seeded the same everywhere) and keeps its own rows, so each clip is
+    augmented exactly as one process training the global batch would augment it."""
+    token = _GLOBAL_BATCH.set((gen, rank, world))
+    try:
+        yield
+    finally:
+        _GLOBAL_BATCH.reset(token)
+
+
+def _own_rows(batch: int, frame_hw, cfg: AugConfig, gen, rank: int, world: int, device
+              ) -> AugParams:
+    """This process's rows of parameters drawn for ``batch * world`` clips. The other
+    processes' clips are unknown here; their rows get a square frame (only their own
+    rows' values depend on it, and those are discarded)."""
+    if isinstance(frame_hw, torch.Tensor):
+        full = torch.ones(batch * world, 2, device=frame_hw.device, dtype=frame_hw.dtype)
+        full[rank * batch:(rank + 1) * batch] = frame_hw
+        frame_hw = full
+    drawn = sample_params(batch * world, frame_hw, cfg, gen, device)
+    rows = slice(rank * batch, (rank + 1) * batch)
+    return AugParams(**{f.name: None if getattr(drawn, f.name) is None
+                        else getattr(drawn, f.name)[rows] for f in dataclasses.fields(drawn)})

@@ -43,8 +43,9 @@ class TrainConfig:
     amp: str = "auto"               # auto (bf16/fp16 on CUDA) | bf16 | fp16 | off
     channels_last: bool = True      # CUDA only
     compile: bool = False
-    tensorboard: bool = False       # also log the metrics to RUN/tensorboard/
-    sync_bn: bool = True            # DDP on CUDA only
+    tensorboard: bool = False       # also log the metrics to RUN/tensorboard/ (= log_to)
+    log_to: tuple[str, ...] = ()    # trackers: tensorboard, mlflow, wandb (engine/trackers.py)
+    sync_bn: bool = True            # DDP: BatchNorm over the global batch (CPU too)
     checkpoint_every: int = 500     # steps
     log_every: int = 10             # steps
 
@@ -210,9 +211,9 @@ def validate(config: dict) -> None:
         if not isinstance(config[key], str) or not config[key]:
             raise UsageProblem(f"{key} must be a name, got {config[key]!r}")
     check_values(config)
-    if config["tensorboard"]:
-        from vssl_cli.engine.tensorboard import require
-        require()
+    from vssl_cli.engine.trackers import parse, require
+    names = parse(",".join(config["log_to"]))
+    require(names + (("tensorboard",) if config["tensorboard"] else ()))
 
 
 def resolve(params_cls, recipe: str | None, options: dict, sets) -> dict:

@@ -76,7 +76,30 @@ def loader_workers(requested: int, device: torch.device) -> int:
 
 def init_distributed(d: Dist, device: torch.device) -> None:
     if d.world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        store = _attempt_store(d)
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=d.rank, world_size=d.world)
+
+
+def _attempt_store(d: Dist):
+    """torchrun's agent store, under a prefix of its own for every restart attempt.
+
+    After a worker dies, torchrun --max-restarts starts the group again against the same
+    agent store, where the dead group's addresses are still written: a new process could
+    read its peer's old address before the peer writes its new one and wait forever on a
+    closed port (seen here in about half of the restarts). None when not under torchrun's
+    agent store (plain env:// init)."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or \
+            "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+        return None
+    from datetime import timedelta
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          d.world, is_master=False, timeout=timedelta(minutes=30))
+    return dist.PrefixStore(f"/vssl/attempt_{os.environ['TORCHELASTIC_RESTART_COUNT']}",
+                            store)
 
 
 def shutdown_distributed() -> None:

@@ -31,7 +31,8 @@ from vssl_cli.torch_io import save_atomic
 log = logging.getLogger("vssl")
 
 # Keys that change how fast a run goes or how often it reports, not what it learns.
-NOT_IN_ID = ("workers", "device", "log_every", "checkpoint_every", "compile", "tensorboard")
+NOT_IN_ID = ("workers", "device", "log_every", "checkpoint_every", "compile", "tensorboard",
+             "log_to")
 
 
 @dataclasses.dataclass
@@ -116,10 +117,13 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
     method.attach_dataset(len(dataset))
     log.info("%s: %d training videos, %s on %s", config["method"], len(dataset),
              config["backbone"], device)
+    if d.main:
+        run.tracker_setup = (tracker_names(config), config, manifest["id"])
     try:
         result = train(method, dataset, config, run if d.main else None, progress)
-    finally:
-        run.close()
+    except BaseException:
+        run.close(ok=False)
+        raise
 
     if d.main:
         if finalize is not None:
@@ -141,6 +145,9 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
                                     "train_videos": train_videos,
                                     **_pictures(run), **(extra_outputs or {})},
                                 metrics=result.metrics)
+        trackers = run.close_trackers()
+        if trackers:
+            manifest["outputs"]["trackers"] = trackers
         run.finish(manifest)
     dev.barrier()
     dev.shutdown_distributed()
@@ -148,6 +155,14 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
         return Outcome(output, manifest, True)
     return Outcome(output, load_manifest(run.final), True)
 
+
+
+def tracker_names(config: dict) -> tuple[str, ...]:
+    """--log-to's trackers, with --tensorboard's."""
+    names = tuple(config.get("log_to") or ())
+    if config.get("tensorboard") and "tensorboard" not in names:
+        names = ("tensorboard", *names)
+    return names
 
 
 def _pictures(run: RunDir) -> dict:

@@ -30,7 +30,8 @@ class RunDir:
     def __init__(self, final: str | os.PathLike):
         self.final = Path(os.path.abspath(final))   # `-o .` names the folder itself
         self.partial = self.final.parent / f".{self.final.name}.partial"
-        self.tensorboard = None
+        self.trackers = None
+        self.tracker_setup = None        # (names, config, run id), set by fit on rank 0
 
     def finished_manifest(self) -> dict | None:
         """The finished run's manifest, or None (missing or not a finished run)."""
@@ -83,8 +84,8 @@ class RunDir:
     def log(self, record: dict) -> None:
         with open(self.partial / METRICS, "a") as f:
             f.write(json.dumps(finite(record)) + "\n")
-        if self.tensorboard is not None:
-            self.tensorboard.log(record)
+        if self.trackers is not None:
+            self.trackers.log(record)
 
     def records(self) -> list[dict]:
         """The metrics records so far (a torn line is left out)."""
@@ -112,14 +113,29 @@ class RunDir:
         except Exception as e:   # noqa: BLE001 - matplotlib can fail in many ways
             log.warning("could not draw %s: %s", CURVES, str(e).splitlines()[0][:200])
 
-    def open_tensorboard(self, start_step: int) -> None:
-        from vssl_cli.engine.tensorboard import TensorBoardLog
-        self.tensorboard = TensorBoardLog(self.partial, start_step)
+    def open_trackers(self, start_step: int) -> None:
+        """The trackers --log-to names (engine/trackers.py), continuing a resumed run's."""
+        if not self.tracker_setup or not self.tracker_setup[0]:
+            return
+        from vssl_cli.engine.trackers import Trackers
+        names, config, run_id = self.tracker_setup
+        self.trackers = Trackers(names, self.partial, self.final, config, run_id, start_step)
 
-    def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-            self.tensorboard = None
+    def close_trackers(self) -> dict:
+        """Log the final pictures and close the trackers; where they are, for the
+        manifest."""
+        if self.trackers is None:
+            return {}
+        self.trackers.log_file(self.partial / CURVES)
+        refs = self.trackers.state()
+        self.trackers.close(ok=True)
+        self.trackers = None
+        return refs
+
+    def close(self, ok: bool = True) -> None:
+        if self.trackers is not None:
+            self.trackers.close(ok)
+            self.trackers = None
 
     def trim_log(self, step: int) -> None:
         """Drop records past ``step`` (written after the checkpoint a resume starts from),

@@ -106,6 +106,35 @@ def _step_generator(device: torch.device, seed: int, step: int, rank: int) -> to
     return gen
 
 
+@contextlib.contextmanager
+def peers_lost_in_one_line(d, last_saved, run):
+    """Under DDP a process that dies (killed, its node lost) breaks the others' next
+    collective with a transport error; say what happened in one line. The run's partial
+    folder keeps its last checkpoint: a rerun, or torchrun --max-restarts, resumes."""
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e)
+        if d.world == 1 or not (isinstance(e, torch.distributed.DistError) or any(
+                s in text for s in ("gloo", "NCCL", "Connection reset", "Connection closed"))):
+            raise
+        raise VsslError(f"lost another training process (a worker or node stopped); the "
+                        f"last checkpoint (step {last_saved()}) is kept: rerun, or let "
+                        "torchrun --max-restarts restart the group, to resume",
+                        run.partial if run else None) from None
+
+
+def shared_augmentation(device: torch.device, seed: int, step: int, d
+                        ) -> contextlib.AbstractContextManager:
+    """Under DDP, augmentations drawn for the global batch from one generator seeded as
+    rank 0's (data/augment.py ``global_batch``): N processes then augment every clip as
+    one process training the global batch does. Alone: nothing changes."""
+    if d.world == 1:
+        return contextlib.nullcontext()
+    from vssl_cli.data.augment import global_batch
+    return global_batch(_step_generator(device, seed, step, 0), d.rank, d.world)
+
+
 def _to_device(batch: dict, device: torch.device) -> dict:
     nb = device.type == "cuda"
     return {**batch, "clips": [c.to(device, non_blocking=nb) for c in batch["clips"]],
@@ -171,6 +200,9 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
         method.gather = dev.gather_with_grad
         if cuda and config["sync_bn"]:
             method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        elif config["sync_bn"]:                  # CPU: torch's SyncBatchNorm is GPU-only
+            from vssl_cli.engine.sync_bn import convert
+            method = convert(method)
     if config["compile"]:
         method.encoder.compile()
     model = (DistributedDataParallel(method, device_ids=[device] if cuda else None,
@@ -216,8 +248,8 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
     if progress is not None:
         progress.reset(total=total)
         progress.update(step)
-    if run is not None and config.get("tensorboard"):
-        run.open_tensorboard(step)
+    if run is not None:
+        run.open_trackers(step)
     loader = _loader(dataset, sampler, dev.loader_workers(config["workers"], device), cuda)
     autocast = (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype
                 else contextlib.nullcontext())
@@ -227,7 +259,8 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
     t_window, data_wait, t_start, start_step = time.perf_counter(), 0.0, time.perf_counter(), step
     last_saved = step
     method.train()
-    with StopRequest() as stop, closing_workers(loader):
+    with StopRequest() as stop, closing_workers(loader), \
+            peers_lost_in_one_line(d, lambda: last_saved, run):
         if step < total:                    # one pass: the sampler spans epoch boundaries
             sampler.start(step, total)
             t_fetch = time.perf_counter()
@@ -239,7 +272,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
                 # must make the same ones.
                 torch.manual_seed(_step_seed(config["seed"], step, d.rank))
                 method.progress = step / max(1, total)      # for schedules inside losses
-                with autocast:
+                with autocast, shared_augmentation(device, config["seed"], step, d):
                     loss, parts = model(batch, gen)
                 loss_value = dev.mean_over_processes(loss.detach().float())
                 if not torch.isfinite(loss_value):
