@@ -148,9 +148,11 @@ for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
 exit $rc
 """
 FAKE_SCONTROL = """#!/bin/bash
-# scontrol for a two-node allocation: both nodes are this machine.
+# scontrol for a two-node allocation: both nodes are this machine. `requeue` stops the
+# job as SLURM does: SIGTERM to every process of it (the test starts it in a group).
 echo "$*" >> "$SCONTROL_LOG"
 if [ "$1 $2" = "show hostnames" ]; then echo localhost; echo localhost; fi
+if [ "$1" = "requeue" ]; then kill -TERM 0; fi
 """
 
 
@@ -165,6 +167,14 @@ def _slurm_env(tmp_path, frames, run):
             "SCONTROL_LOG": str(tmp_path / "scontrol.log"), "FRAMES": str(frames),
             "RUN": str(run), "PYTHON": sys.executable, "GPUS_PER_NODE": "1",
             "PORT": str(cluster.free_port()), "CHECKPOINT_EVERY": "2", "MAX_RESTARTS": "0"}
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _sbatch_args():
@@ -192,14 +202,13 @@ def test_sbatch_example_runs_two_nodes_and_requeues_on_preemption(frames, uninte
         time.sleep(0.05)
     os.kill(job.pid, signal.SIGUSR1)                      # SLURM's --signal=B:USR1@180
     job.wait(timeout=60)
+    deadline = time.monotonic() + 60                      # the job's steps stop too
+    while _group_alive(job.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     err = (tmp_path / "job.err").read_text()
     assert "requeue 4242" in (tmp_path / "scontrol.log").read_text()
     assert "requeueing job 4242" in err
-    os.killpg(job.pid, signal.SIGTERM)                    # SLURM stops the job's steps
-    deadline = time.monotonic() + 60
-    while any(cluster.descendants(job.pid)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(1)
+    assert not _group_alive(job.pid)
     assert not run.exists() and (partial / "checkpoint.pt").exists()
 
     env["PORT"] = str(cluster.free_port())
