@@ -208,7 +208,10 @@ class Trackers:
 
     def close(self, ok: bool = True) -> None:
         for tracker in self.items:
-            tracker.close(ok) if hasattr(tracker, "state") else tracker.close()
+            if hasattr(tracker, "state"):       # MLflow, W&B: the run's end status
+                tracker.close(ok)
+            else:                               # TensorBoard: just the writer
+                tracker.close()
         self.items = []
 
 
