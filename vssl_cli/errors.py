@@ -36,6 +36,14 @@ class DecodeError(VsslError):
     """A video could not be probed or decoded; extraction records it and moves on."""
 
 
+def first_line(error: BaseException, limit: int | None = 200) -> str:
+    """The first line of an exception's message (libraries put tracebacks and advice in
+    the lines after it), at most ``limit`` characters; its type's name when it says
+    nothing."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def os_error_line(e: OSError) -> str:
     """One line for an operating-system failure. HDF5 reports a failed write as an OSError
     without ``errno`` whose text spans lines ("... errno = 28, error message = 'No space
@@ -47,8 +55,7 @@ def os_error_line(e: OSError) -> str:
     filename = e.filename
     if filename is None and (m := re.search(r"filename = '([^']*)'", text)):
         filename = m.group(1)
-    what = e.strerror or (os.strerror(code) if code else text.strip().splitlines()[0]
-                          if text.strip() else type(e).__name__)
+    what = e.strerror or (os.strerror(code) if code else first_line(e, None))
     if code == errno.ENOSPC:
         what += ": free space and rerun (finished work is kept and resumed)"
     return f"{what} ({filename})" if filename else what

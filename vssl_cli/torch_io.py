@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from vssl_cli.artifacts import temp_beside
-from vssl_cli.errors import VsslError
+from vssl_cli.errors import VsslError, first_line
 
 
 def load_plain(path: str | os.PathLike, what: str):
@@ -39,8 +39,7 @@ def load_plain(path: str | os.PathLike, what: str):
         raise VsslError(f"cannot read the {what}: not a file of tensors and plain data",
                         path) from None
     except Exception as e:   # torch says RuntimeError, EOFError, ValueError... for damage
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VsslError(f"cannot read the {what}: {first[:200]}", path) from None
+        raise VsslError(f"cannot read the {what}: {first_line(e)}", path) from None
 
 
 def save_atomic(obj, path: str | os.PathLike, what: str) -> None:

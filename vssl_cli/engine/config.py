@@ -211,9 +211,8 @@ def validate(config: dict) -> None:
         if not isinstance(config[key], str) or not config[key]:
             raise UsageProblem(f"{key} must be a name, got {config[key]!r}")
     check_values(config)
-    from vssl_cli.engine.trackers import parse, require
-    names = parse(",".join(config["log_to"]))
-    require(names + (("tensorboard",) if config["tensorboard"] else ()))
+    from vssl_cli.engine.trackers import require, tracker_names
+    require(tracker_names(config))
 
 
 def resolve(params_cls, recipe: str | None, options: dict, sets) -> dict:

@@ -21,6 +21,7 @@ from vssl_cli.data.dataset import ClipDataset
 from vssl_cli.engine import device as dev
 from vssl_cli.engine.run import CHECKPOINT, CURVES, ENCODER, METRICS, RunDir
 from vssl_cli.engine.tensorboard import FOLDER as TENSORBOARD
+from vssl_cli.engine.trackers import tracker_names
 from vssl_cli.engine.trainer import train
 from vssl_cli.errors import UsageProblem
 from vssl_cli.evaluate.leakage import write_train_videos
@@ -155,14 +156,6 @@ def fit(build: Callable[[], Method], config: dict, inputs: list[dict], frames: s
         return Outcome(output, manifest, True)
     return Outcome(output, load_manifest(run.final), True)
 
-
-
-def tracker_names(config: dict) -> tuple[str, ...]:
-    """--log-to's trackers, with --tensorboard's."""
-    names = tuple(config.get("log_to") or ())
-    if config.get("tensorboard") and "tensorboard" not in names:
-        names = ("tensorboard", *names)
-    return names
 
 
 def _pictures(run: RunDir) -> dict:

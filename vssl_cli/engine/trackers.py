@@ -26,10 +26,9 @@ import os
 import time
 from pathlib import Path
 
-from vssl_cli.errors import UsageProblem, VsslError
+from vssl_cli.errors import UsageProblem, VsslError, first_line
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
-PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}
 STATE = "trackers.json"
 log = logging.getLogger("vssl")
 
@@ -44,6 +43,14 @@ def parse(value: str | None) -> tuple[str, ...]:
     return names
 
 
+def tracker_names(config: dict) -> tuple[str, ...]:
+    """The trackers a resolved config names: --log-to's (checked), with --tensorboard's."""
+    names = parse(",".join(config.get("log_to") or ()))
+    if config.get("tensorboard") and "tensorboard" not in names:
+        names = ("tensorboard", *names)
+    return names
+
+
 def require(names) -> None:
     for name in names:
         if name == "tensorboard":
@@ -51,9 +58,9 @@ def require(names) -> None:
             tensorboard_required()
             continue
         try:
-            __import__(PACKAGES[name])
+            __import__(name)           # each tracker's package has its name
         except ImportError:
-            raise UsageProblem(f"--log-to {name} needs the {PACKAGES[name]} package: pip "
+            raise UsageProblem(f"--log-to {name} needs the {name} package: pip "
                                f"install 'vssl[{name}]'") from None
 
 
@@ -73,17 +80,22 @@ def scalars(record: dict) -> dict[str, float]:
             and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def mlflow_client(uri: str, file_store: bool):
+    """An MlflowClient for ``uri``. ``file_store``: a local file store vssl chose (or one
+    a run of it already logged to), which MLflow 3 keeps but asks to be opted in to."""
+    if file_store:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=uri)
+
+
 class MLflowTracker:
     name = "mlflow"
 
     def __init__(self, final: Path, config: dict, state: dict, run_id: str):
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:      # MLflow 3 keeps the file store but asks for this to use it
-            uri = (final.parent / "mlruns").as_uri()
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        from mlflow.tracking import MlflowClient
-        self.client = MlflowClient(tracking_uri=uri)
-        self.uri = uri
+        chosen = os.environ.get("MLFLOW_TRACKING_URI")
+        self.uri = chosen or (final.parent / "mlruns").as_uri()
+        self.client = mlflow_client(self.uri, file_store=not chosen)
         if state.get("run_id"):
             self.run_id = state["run_id"]
             self.client.update_run(self.run_id, status="RUNNING")
@@ -176,9 +188,8 @@ class Trackers:
                                                    run_id, final.name))
             except Exception as e:   # noqa: BLE001 - each library fails in its own way
                 self.close(ok=False)
-                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
                 raise VsslError(f"--log-to {name}: could not open the tracker run: "
-                                f"{first or type(e).__name__}") from None
+                                f"{first_line(e)}") from None
         self.partial = partial
         (partial / STATE).write_text(json.dumps(self.state()))
 
@@ -199,7 +210,7 @@ class Trackers:
                 tracker.log(record)
             except Exception as e:    # noqa: BLE001 - a tracker never stops the training
                 log.warning("%s: could not log step %s: %s", getattr(tracker, "name", "tracker"),
-                            record.get("step"), str(e).splitlines()[0][:200] if str(e) else e)
+                            record.get("step"), first_line(e))
 
     def log_file(self, path: Path) -> None:
         for tracker in self.items:
@@ -223,13 +234,11 @@ def log_evaluation(model_manifest: dict, files: list[Path], folder: str) -> None
     for name, ref in refs.items():
         try:
             if name == "mlflow":
-                __import__("mlflow")
-                from mlflow.tracking import MlflowClient
-                client = MlflowClient(tracking_uri=ref["tracking_uri"])
+                uri = ref["tracking_uri"]
+                client = mlflow_client(uri, uri.startswith("file:"))
                 for f in files:
                     client.log_artifact(ref["run_id"], str(f), folder)
             elif name == "wandb":
-                __import__("wandb")
                 tracker = WandbTracker(files[0].parent, {}, ref, "", None)
                 for f in files:
                     tracker.log_file(f, folder)
@@ -238,4 +247,4 @@ def log_evaluation(model_manifest: dict, files: list[Path], folder: str) -> None
             continue
         except Exception as e:        # noqa: BLE001 - the evaluation itself succeeded
             log.warning("could not add the pictures to the model's %s run: %s", name,
-                        str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+                        first_line(e))

@@ -7,7 +7,7 @@ import os
 from torch import nn
 
 from vssl_cli.artifacts import artifact_file
-from vssl_cli.errors import VsslError
+from vssl_cli.errors import VsslError, first_line
 from vssl_cli.models import build_backbone
 from vssl_cli.models.weights_file import sha256_of
 from vssl_cli.torch_io import load_plain
@@ -45,8 +45,8 @@ def load_encoder(artifact: str, spec: dict) -> nn.Module:
     try:
         encoder.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:
-        raise VsslError(f"encoder weights do not fit {spec['backbone']}: "
-                        f"{str(e).strip().splitlines()[0][:200]}", path) from None
+        raise VsslError(f"encoder weights do not fit {spec['backbone']}: {first_line(e)}",
+                        path) from None
     return encoder
 
 

@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from vssl_cli.errors import VsslError
+from vssl_cli.errors import VsslError, first_line
 from vssl_cli.safe_io import check_regular
 
 SAFETENSORS_HEADER_LIMIT = 100 << 20
@@ -87,8 +87,7 @@ def read_weights(path: str | os.PathLike) -> tuple[object, dict]:
         raise VsslError("cannot read the weights file: not a PyTorch or safetensors "
                         "checkpoint", path) from None
     except Exception as e:      # zip damage, truncation, foreign data: many exception types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VsslError(f"the weights file is damaged or truncated ({first[:100]})",
+        raise VsslError(f"the weights file is damaged or truncated ({first_line(e, 100)})",
                         path) from None
 
 
@@ -109,5 +108,5 @@ def _read_safetensors(path) -> tuple[dict, dict]:
             metadata = f.metadata() or {}
         return load_file(str(path)), metadata
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise VsslError(f"cannot read the safetensors file ({first[:160]})", path) from None
+        raise VsslError(f"cannot read the safetensors file ({first_line(e, 160)})",
+                        path) from None
