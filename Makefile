@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 # only; torchvision must be the release built for $(TORCH); REFERENCE= skips those tests).
 REFERENCE ?= torchvision==0.28.0 pytorchvideo==0.1.5
 
-.PHONY: install test test-all demo man bench clean
+.PHONY: install test test-all demo man bench bench-quality clean
 
 $(BIN)/vssl: setup.py $(wildcard vssl_cli/*.py vssl_cli/*/*.py)
 	$(PYTHON) -m venv $(VENV)
@@ -123,6 +123,12 @@ vthcl-k400: need-KINETICS need-UCF101 $(RUNS)/k400.zarr $(RUNS)/ucf101.zarr
 
 man: install
 	$(BIN)/python -m vssl_cli.cli.manpage man
+
+# The learning-quality guard (not in the test suite; about an hour on 2 cores): every
+# method on a held-out motion benchmark, 2 seeds, against bench/results/quality.json.
+# Run it before a change to methods, augmentation, samplers or evaluation lands.
+bench-quality: install
+	$(BIN)/python bench/quality.py --check
 
 bench: install
 	$(BIN)/python bench/extract.py

@@ -71,6 +71,19 @@ def rows() -> list[tuple[str, str, str, str]]:
                         f"{seeds})", "random init, same encoder",
                         f"{top1_text(row, 'pretrained')} vs {top1_text(row, 'random')}",
                         "higher"))
+    # The learning-quality guard's reference (bench/quality.py): held-out motion.
+    if (q := _load("quality")):
+        rand = q["methods"].get("random")
+        for name, r in q["methods"].items():
+            if name == "random" or rand is None:
+                continue
+            m, sp = r["mean"], r["spread"]
+            out.append((f"{name} on held-out motion ({r['epochs']} epochs, "
+                        f"{len(r['seeds'])} seeds; probe 3 clips / 1 clip, R@1)",
+                        f"random init {rand['mean']['top1']:.3f} / "
+                        f"{rand['mean']['top1_1clip']:.3f} / {rand['mean']['R@1']:.3f}",
+                        f"{m['top1']:.3f} +- {sp['top1'] / 2:.3f} / {m['top1_1clip']:.3f} / "
+                        f"{m['R@1']:.3f}", "no lower (make bench-quality)"))
     # Whether the labels teach the same encoder a set at all (bench/learnable.py).
     for path in sorted(RESULTS.glob("learnable_*.json")):
         m = json.loads(path.read_text())

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import read_json, run_vssl
 from vssl_cli.errors import VsslError
-from vssl_cli.video.synth import (CLASSES, ORDER_FREE, SynthConfig, _background, render,
-                                  synthesize)
+from vssl_cli.video.synth import (CLASSES, ORDER_FREE, SynthConfig, _background,
+                                  background_pool, render, soften, synthesize)
 
 
 def _digests(root):
@@ -180,3 +180,67 @@ def test_free_placement_leaves_no_class_in_a_single_frame(tmp_path):
     run_vssl("synth", out, "--placement", "free", "--classes", "2", "--videos-per-class", "3",
              "--frames", "6", "--size", "32", check=0)
     assert read_json(out / "synth.json")["config"]["placement"] == "free"
+
+
+def test_textured_sprite_carries_its_pattern_and_the_background_softens(tmp_path):
+    """--sprite textured fills the shape with a pattern of its own that moves with it;
+    --background-blur and --background-contrast soften the background without touching
+    the sprite (the settings of bench/quality.py's motion benchmark)."""
+    flat_bg = SynthConfig(frames=12, size=64, backgrounds=1, shapes=2, sprite="textured",
+                          background_contrast=0.0)
+    frames, _ = render("MoveRight", flat_bg, np.random.default_rng(3),
+                       background_pool(flat_bg))
+    background = np.median(frames[0].reshape(-1, 3), 0)
+    sprite = [np.abs(f.astype(int) - background).sum(-1) > 30 for f in frames]
+    assert sprite[0].sum() > 40
+    inside = frames[0][sprite[0]]
+    assert len(np.unique(inside // 16, axis=0)) > 6            # a pattern, not two colours
+    # A square moving right: the same pattern a few pixels further (up to the encoder's
+    # rounding), not a new one.
+    x0 = np.nonzero(sprite[0].any(0))[0].min()
+    x1 = np.nonzero(sprite[6].any(0))[0].min()
+    assert x1 > x0
+    # Contrast 0 leaves a flat background: every pixel outside the sprite is its mean.
+    assert frames[0][~sprite[0]].std(0).max() < 3
+    # Blur takes out fine detail and keeps the mean (edges mirrored, nothing lost).
+    noise = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    soft = soften(noise, SynthConfig(size=64, background_blur=0.05))
+    assert np.abs(np.diff(soft, axis=2)).mean() < 0.1 * np.abs(np.diff(noise, axis=2)).mean()
+    assert abs(soft.mean() - noise.mean()) < 0.5
+    assert soften(noise, SynthConfig(size=64)) is noise                    # off by default
+    small = SynthConfig(frames=4, size=64, backgrounds=1, sprite_scale=0.5)
+    areas = [_centroid(render("ZoomIn", c, np.random.default_rng(2), background_pool(c))[0][0],
+                       background_pool(c)[0])[2]
+             for c in (SynthConfig(frames=4, size=64, backgrounds=1), small)]
+    assert 0.15 < areas[1] / areas[0] < 0.4                       # half the size: a quarter
+    assert not {"sprite", "sprite_scale", "background_blur",
+                "background_contrast"} & set(SynthConfig().recorded())   # ids kept
+    for bad, match in ((dict(sprite="striped"), "--sprite"), (dict(sprite_scale=5), "scale"),
+                       (dict(background_blur=1.0), "blur"),
+                       (dict(background_contrast=2.0), "contrast")):
+        with pytest.raises(VsslError, match=match):
+            SynthConfig(**bad).validate()
+    out = tmp_path / "tex"
+    run_vssl("synth", out, "--sprite", "textured", "--background-blur", "0.03",
+             "--background-contrast", "0.5", "--sprite-scale", "0.8", "--classes", "2",
+             "--videos-per-class", "3", "--frames", "6", "--size", "32", check=0)
+    config = read_json(out / "synth.json")["config"]
+    assert (config["sprite"], config["sprite_scale"], config["background_blur"],
+            config["background_contrast"]) == ("textured", 0.8, 0.03, 0.5)
+
+
+def test_speed_scales_translation_and_rotation_not_size():
+    from vssl_cli.video.synth import _trajectory
+    for kind, column in (("MoveRight", 0), ("RotateCW", 2)):
+        paths = [_trajectory(CLASSES[kind], 24, np.random.default_rng(0), True, speed)[0]
+                 for speed in (1.0, 2.0)]
+        moved = [p[-1, column] - p[0, column] for p in paths]
+        assert moved[1] == pytest.approx(2 * moved[0], rel=1e-6)
+    zooms = [_trajectory(CLASSES["ZoomIn"], 24, np.random.default_rng(0), True, speed)[0][:, 3]
+             for speed in (1.0, 2.0)]
+    np.testing.assert_allclose(zooms[0], zooms[1])
+    assert "speed" not in SynthConfig().recorded()
+    with pytest.raises(VsslError, match="--placement free"):
+        SynthConfig(speed=2).validate()
+    with pytest.raises(VsslError, match="--speed"):
+        SynthConfig(speed=9, placement="free").validate()

@@ -5,7 +5,7 @@ import click
 
 from vssl_cli.cli.common import SEED, emit, json_option, log, progress_bar, workers_option
 from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, PLACEMENTS, SHAPES,
-                                  SynthConfig, synthesize)
+                                  SPRITES, SynthConfig, synthesize)
 
 
 @click.command("synth")
@@ -46,11 +46,25 @@ from vssl_cli.video.synth import (CLASSES, COLOURS, ORDER_FREE, PLACEMENTS, SHAP
                    "and the frame wraps around, so a clip from anywhere in a video shows "
                    "its class only by its motion (class: a MoveRight starts on the left, a "
                    "ZoomOut large).")
+@click.option("--sprite", type=click.Choice(SPRITES), default="flat", show_default=True,
+              help="textured: the shape is filled with a pattern of its own in random "
+                   "colours that moves and turns with it (flat: two colours).")
+@click.option("--sprite-scale", type=click.FloatRange(0.2, 3), default=1.0, show_default=True,
+              help="The shape's size relative to the usual (about a quarter of the frame).")
+@click.option("--speed", type=click.FloatRange(0.25, 4), default=1.0, show_default=True,
+              help="Translations and rotations this many times as fast (above 1 needs "
+                   "--placement free, whose frame wraps).")
+@click.option("--background-blur", type=click.FloatRange(0, 0.5), default=0.0,
+              show_default=True,
+              help="Gaussian blur of the background, sigma as a share of the frame side.")
+@click.option("--background-contrast", type=click.FloatRange(0, 1), default=1.0,
+              show_default=True,
+              help="The background's contrast around its mean, scaled by this factor.")
 @workers_option(default=2, help="Videos rendered and encoded in parallel.")
 @json_option
 def synth_command(out_dir, classes, order_free, videos_per_class, frames, size, fps, seed,
-                  backgrounds, shapes, colours, drift, appearance, placement, workers,
-                  as_json):
+                  backgrounds, shapes, colours, drift, appearance, placement, sprite,
+                  sprite_scale, speed, background_blur, background_contrast, workers, as_json):
     """Write a small labelled video dataset to OUT_DIR and print its path.
 
     Classes differ only by motion (direction, rotation, zoom, order of two movements) of a
@@ -60,7 +74,8 @@ def synth_command(out_dir, classes, order_free, videos_per_class, frames, size, 
     """
     classes = classes or len(SynthConfig(order_free=order_free).class_pool())
     cfg = SynthConfig(classes, videos_per_class, frames, size, fps, seed, backgrounds, shapes,
-                      colours, drift, order_free, appearance, placement)
+                      colours, drift, order_free, appearance, placement, sprite,
+                      sprite_scale, speed, background_blur, background_contrast)
     with progress_bar(classes * videos_per_class, "synth") as bar:
         path, built = synthesize(out_dir, cfg, workers, progress=bar.update)
     log.info("%s %s", "wrote" if built else "up to date:", path)

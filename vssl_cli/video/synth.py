@@ -57,6 +57,10 @@ PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycl
           "hubble_deep_field.jpg", "ihc.png", "retina.jpg", "color.png", "brick.png",
           "grass.png", "gravel.png")
 DRIFT = 0.15       # the camera moves at most this share of the frame over a video
+# flat: a sprite in two colours split along its axis; textured: filled with a texture of
+# its own (smooth noise, a gradient or stripes in random colours, full contrast) that
+# moves and turns with it, so every part of the sprite shows its motion.
+SPRITES = ("flat", "textured")
 
 
 @functools.cache
@@ -113,6 +117,15 @@ class SynthConfig:
     # so only the shape's motion tells a class.
     appearance: str = "synthetic"
     placement: str = "class"      # PLACEMENTS
+    sprite: str = "flat"          # SPRITES
+    sprite_scale: float = 1.0     # the sprite's size relative to synth's usual one
+    speed: float = 1.0            # translations and rotations this many times as fast
+                                  # (free placement wraps: a translation may cross the frame)
+    # Soften the background: Gaussian blur (sigma as a share of the frame side) and its
+    # contrast around its mean scaled by this factor, so that a sharp sprite stands out
+    # from a real photograph without telling anything about the class.
+    background_blur: float = 0.0
+    background_contrast: float = 1.0
 
     def validate(self):
         if not 1 <= self.classes <= len(self.class_pool()):
@@ -133,6 +146,19 @@ class SynthConfig:
             raise VsslError(f"--appearance must be one of {', '.join(APPEARANCES)}")
         if self.placement not in PLACEMENTS:
             raise VsslError(f"--placement must be one of {', '.join(PLACEMENTS)}")
+        if self.sprite not in SPRITES:
+            raise VsslError(f"--sprite must be one of {', '.join(SPRITES)}")
+        if not 0.2 <= self.sprite_scale <= 3:
+            raise VsslError("--sprite-scale must be between 0.2 and 3")
+        if not 0.25 <= self.speed <= 4:
+            raise VsslError("--speed must be between 0.25 and 4")
+        if self.speed > 1 and self.placement != "free":
+            raise VsslError("--speed above 1 needs --placement free (a faster translation "
+                            "would leave the frame)")
+        if not 0 <= self.background_blur <= 0.5:
+            raise VsslError("--background-blur must be between 0 and 0.5")
+        if not 0 <= self.background_contrast <= 1:
+            raise VsslError("--background-contrast must be between 0 and 1")
         if self.appearance == "photo":
             photos()                       # a clear error now when they are missing
 
@@ -150,8 +176,12 @@ class SynthConfig:
             del config["order_free"]
         if self.appearance == "synthetic":
             del config["appearance"]
-        if self.placement == "class":
-            del config["placement"]
+        # settings added later are recorded only when they differ from their defaults
+        later = (("placement", "class"), ("sprite", "flat"), ("sprite_scale", 1.0),
+                 ("speed", 1.0), ("background_blur", 0.0), ("background_contrast", 1.0))
+        for key, default in later:
+            if config[key] == default:
+                del config[key]
         return config
 
 
@@ -189,7 +219,8 @@ def _inside(shape: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return ((abs(x) < 0.35) & (abs(y) < 1)) | ((abs(y) < 0.35) & (abs(x) < 1))
 
 
-def _trajectory(segments, frames: int, rng: np.random.Generator, free: bool = False):
+def _trajectory(segments, frames: int, rng: np.random.Generator, free: bool = False,
+                speed: float = 1.0):
     """Per-frame (cx, cy, angle, scale) in [-1, 1] frame coordinates, plus boundary frames.
     ``free``: the path is moved so that its mean place is uniform over the (wrapping)
     frame and its mean log size uniform in one range, whatever the class; sizes that do
@@ -206,8 +237,8 @@ def _trajectory(segments, frames: int, rng: np.random.Generator, free: bool = Fa
             cy -= sign * 0.5
     if any(k == "zoom" and s < 0 for k, s in segments):
         scale *= 1.8
-    speed = {"x": 1.0 / frames, "y": 1.0 / frames, "rot": 2.5 * np.pi / frames,
-             "zoom": 2 * ZOOM_LOG / frames}
+    speed = {"x": speed / frames, "y": speed / frames, "rot": 2.5 * np.pi * speed / frames,
+             "zoom": 2 * ZOOM_LOG / frames}      # sizes keep their range (see PLACEMENTS)
     boundaries = [int(round(per * i)) for i in range(1, len(segments))]
     for t in range(frames):
         state[t] = cx, cy, angle, scale
@@ -232,6 +263,41 @@ def _trajectory(segments, frames: int, rng: np.random.Generator, free: bool = Fa
     return state, boundaries
 
 
+def blur_matrix(size: int, sigma: float) -> np.ndarray:
+    """(size, size): a Gaussian blur of one image axis as a matrix, edges mirrored once."""
+    offsets = np.arange(-size + 1, size)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights /= weights.sum()
+    matrix = np.zeros((size, size))
+    for i in range(size):
+        src = i + offsets                        # the pixels output i reads, mirrored in
+        src = np.where(src < 0, -src - 1, src)
+        src = np.where(src >= size, 2 * size - src - 1, src)
+        ok = (src >= 0) & (src < size)
+        np.add.at(matrix[i], src[ok], weights[ok])
+    return matrix / matrix.sum(1, keepdims=True)
+
+
+def soften(frames: np.ndarray, cfg: SynthConfig) -> np.ndarray:
+    """(T, S, S, 3) float backgrounds blurred and flattened as ``cfg`` says (unchanged by
+    default)."""
+    if cfg.background_blur > 0:
+        blur = blur_matrix(frames.shape[1], cfg.background_blur * cfg.size)
+        frames = np.einsum("ij,tjkc,lk->tilc", blur, frames, blur, optimize=True)
+    if cfg.background_contrast != 1:
+        mean = frames.mean((-3, -2), keepdims=True)
+        frames = mean + (frames - mean) * cfg.background_contrast
+    return frames
+
+
+def sprite_texture(rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """(size, size, 3) in 0..255: one of synth's background patterns stretched to full
+    contrast, the fill of a textured sprite."""
+    tex = _background(rng, size)
+    lo, hi = tex.min(), tex.max()
+    return (tex - lo) / max(hi - lo, 1e-6) * 255
+
+
 def background_pool(cfg: SynthConfig) -> list[np.ndarray]:
     """The shared backgrounds: a small pool, so that the scene alone does not identify a
     video (as a unique static scene would, an instance-contrast shortcut)."""
@@ -245,15 +311,18 @@ def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
     size, frames = cfg.size, cfg.frames
     photo = cfg.appearance == "photo"
     if photo:
-        moving = photo_background(rng, size, frames)
+        moving = soften(photo_background(rng, size, frames), cfg)
         background = moving[0]
         colours = rng.uniform(0, 255, (2, 3))                 # sprites of any colour
     else:
         background = pool[rng.integers(len(pool))] if pool else _background(rng, size)
+        background = soften(background[None], cfg)[0]
         colours = rng.choice(COLOURS[:cfg.colours], 2, replace=False)
+    texture = sprite_texture(rng) if cfg.sprite == "textured" else None
     shape = SHAPES[rng.integers(cfg.shapes)]
     free = cfg.placement == "free"
-    state, boundaries = _trajectory(CLASSES[class_name], frames, rng, free)
+    state, boundaries = _trajectory(CLASSES[class_name], frames, rng, free, cfg.speed)
+    state[:, 3] *= cfg.sprite_scale
     fade = np.zeros(frames)
     if cfg.drift:     # cross-fade to a second background and a second pair of colours
         end_background = pool[rng.integers(len(pool))] if pool else _background(rng, size)
@@ -275,8 +344,14 @@ def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
             background = moving[t]
         frame = background * (1 - w) + end_background * w if w else background.copy()
         pair = colours * (1 - w) + end_colours * w if w else colours
-        frame[mask & (lx >= 0)] = pair[0]
-        frame[mask & (lx < 0)] = pair[1]
+        if texture is not None:     # the texture in the sprite's own coordinates
+            n = len(texture)
+            u = ((lx[mask] + 1) / 2 * n).astype(int).clip(0, n - 1)
+            v = ((ly[mask] + 1) / 2 * n).astype(int).clip(0, n - 1)
+            frame[mask] = texture[v, u]
+        else:
+            frame[mask & (lx >= 0)] = pair[0]
+            frame[mask & (lx < 0)] = pair[1]
         out[t] = frame.clip(0, 255)
     segments = [{"motion": f"{k}{'+' if s > 0 else '-'}"} for k, s in CLASSES[class_name]]
     return out, {"class": class_name, "shape": shape, "segments": segments,

@@ -1,0 +1,210 @@
+"""The learning-quality guard: does a change make any method learn less motion?
+
+A held-out motion benchmark that the labels can learn and random init cannot: 10 motion
+classes (5 reversed pairs), 200 videos each (split 1: 1,340 train, 660 test), 32 px.
+Every video puts a small sprite filled with its own pattern over a softened real
+photograph seen by a drifting camera, at a place and size drawn alike for every class
+(``vssl synth --appearance photo --placement free --sprite textured``, blur and contrast
+below), so appearance varies per video and says nothing about the class; only motion
+does. Each method pretrains r3d18-tiny (recipes/demo-tiny.toml at 48 px, the per-method
+settings of bench/methods.py) and is scored by a linear probe over 3 clips and over the
+middle clip, and retrieval R@1 (3 clips).
+
+What can be pinned is: every run uses one PyTorch thread and one loader worker however
+many run at once (the thread count alone moved a TCLR seed by 7 points), the probe is
+deterministic (L-BFGS), and the seeds are fixed. What is left is the seed, so every
+method runs several and the guard allows for their spread.
+
+    python bench/quality.py                  # measure, print the table
+    python bench/quality.py --check          # ... and fail against quality.json
+    python bench/quality.py --update         # ... and make this run the reference
+
+``--check`` (``make bench-quality``) fails when a method's mean falls below its stored
+mean by more than the stored spread between its seeds (at least TOLERANCE), or when a
+method that beat random init no longer does. The run is kept in quality_check.json.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from common import RESULTS, ROOT, save
+from methods import RECIPE, SETTINGS, SUPERVISED_SETS, code_version, metrics
+
+SIZE = 32          # what the encoder sees (rendered at 48, scaled down by extract)
+SYNTH = ["--size", 48, "--frames", 32, "--videos-per-class", 200, "--appearance", "photo",
+         "--placement", "free", "--speed", 1.5, "--sprite", "textured", "--sprite-scale", 1.6,
+         "--background-blur", 0.05, "--background-contrast", 0.3]
+PRETRAIN = ["--recipe", RECIPE, "--set", f"aug.size={SIZE}", "-j", 1]
+EVAL = ["--clips", 3, "--clip-len", 8, "--stride", 2, "-j", 1]
+# Epochs per method: equal for the methods (the guard compares each with itself), so that
+# every method and seed fits about 15 minutes on one core of this 2-core machine (two runs
+# at once; TCLR, the slowest, sets it). The supervised row sees as many clips as SimCLR's
+# two views. Random init trains for none.
+EPOCHS = {"random": 0, "supervised": 8, "simclr": 4, "tclr": 4, "ctrlaug": 4, "vthcl": 4,
+          "teg-ps": 4}
+METRICS = ("top1", "top1_1clip", "R@1")
+TOLERANCE = 0.02   # the least drop the guard allows, whatever the stored spread
+
+
+def vssl(*args) -> str:
+    """One vssl command on one PyTorch thread (pinned: results must not depend on how
+    many jobs share the machine)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "vssl_cli", "-q", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise SystemExit(f"vssl {' '.join(map(str, args))} failed:\n{proc.stderr[-2000:]}")
+    return proc.stdout.strip()
+
+
+def code_key() -> str:
+    """The commit and a digest of uncommitted changes: runs are cached per code version,
+    never reused across one."""
+    diff = subprocess.run(["git", "diff", "HEAD", "--", "vssl_cli", "recipes"], cwd=ROOT,
+                          capture_output=True).stdout
+    return code_version().replace("-dirty", "") + (
+        "-" + hashlib.sha256(diff).hexdigest()[:8] if diff else "")
+
+
+def random_init(seed: int, frames: Path, out: Path) -> Path:
+    """r3d18-tiny as SimCLR's recipe builds it, after zero steps."""
+    return Path(vssl("pretrain", frames, *PRETRAIN, "--method", "simclr", "--seed", seed,
+                     "-o", out, "--epochs", 0))
+
+
+def train(method: str, seed: int, frames: Path, work: Path) -> Path:
+    """The pretrained (or, for supervised, label-finetuned) model of ``method``."""
+    out = work / f"{method}-s{seed}"
+    if method == "random":
+        return random_init(seed, frames, out)
+    if method == "supervised":    # random init finetuned with the labels: the ceiling
+        start = random_init(seed, frames, work / f"init-s{seed}")   # its own: runs in parallel
+        sets = [a for kv in SUPERVISED_SETS for a in ("--set", kv)]
+        return Path(vssl("finetune", start, "--data", frames, "-o", out, "--epochs",
+                         EPOCHS[method], "--seed", seed, "--set", f"aug.size={SIZE}", *sets,
+                         "-j", 1))
+    settings = SETTINGS[method]
+    name = [] if "--method" in settings else ["--method", method]
+    return Path(vssl("pretrain", frames, *PRETRAIN, *name, *settings, "--seed", seed,
+                     "-o", out, "--epochs", EPOCHS[method]))
+
+
+def measure(method: str, seed: int, frames: Path, work: Path) -> dict:
+    run = train(method, seed, frames, work)
+    probe = metrics(vssl("probe", run, "--data", frames, *EVAL))
+    retrieve = metrics(vssl("retrieve", run, "--data", frames, *EVAL))
+    m = metrics(run)
+    return {"method": method, "seed": seed, "top1": probe["top1"],
+            "top1_1clip": probe["top1_1clip"], "R@1": retrieve["R@1"],
+            "train_seconds": round(m.get("wall_s", 0.0), 1)}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per method: the mean of each metric over seeds, their spread (max - min) and the
+    seeds' own figures."""
+    out = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        mine = sorted((r for r in runs if r["method"] == method), key=lambda r: r["seed"])
+        out[method] = {"epochs": EPOCHS[method], "seeds": mine,
+                       "mean": {k: float(np.mean([r[k] for r in mine])) for k in METRICS},
+                       "spread": {k: float(np.ptp([r[k] for r in mine])) for k in METRICS},
+                       "train_seconds": float(np.mean([r["train_seconds"] for r in mine]))}
+    return out
+
+
+def failures(now: dict, ref: dict) -> list[str]:
+    """What the guard refuses: a method below its stored figure by more than its stored
+    seed spread (at least TOLERANCE), or a method that beat random init no longer doing so."""
+    problems = []
+    for method, row in now.items():
+        old = ref.get(method)
+        if old is None:
+            continue
+        for k in METRICS:
+            allowed = max(old["spread"][k], TOLERANCE)
+            if row["mean"][k] < old["mean"][k] - allowed:
+                problems.append(f"{method} {k}: {row['mean'][k]:.3f}, stored "
+                                f"{old['mean'][k]:.3f} - {allowed:.3f} allowed")
+        if method != "random" and "random" in now and "random" in ref:
+            k = "top1"
+            if (old["mean"][k] > ref["random"]["mean"][k]
+                    and row["mean"][k] <= now["random"]["mean"][k]):
+                problems.append(f"{method} {k}: {row['mean'][k]:.3f}, no longer above random "
+                                f"init ({now['random']['mean'][k]:.3f})")
+    return problems
+
+
+def table(rows: dict) -> str:
+    lines = ["| method | epochs | probe, 3 clips | probe, 1 clip | R@1 | seeds (3 clips) "
+             "| train s |", "|---|---|---|---|---|---|---|"]
+    for method, r in rows.items():
+        cell = [f"{r['mean'][k]:.3f} +- {r['spread'][k] / 2:.3f}" for k in METRICS]
+        seeds = ", ".join(f"{s['top1']:.3f}" for s in r["seeds"])
+        lines.append(f"| {method} | {r['epochs']} | {' | '.join(cell)} | {seeds} | "
+                     f"{r['train_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", default=",".join(EPOCHS),
+                    help="comma-separated, from: " + ", ".join(EPOCHS))
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
+    ap.add_argument("--work", default="/tmp/vssl-bench-quality")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true",
+                      help="fail when a method falls below bench/results/quality.json")
+    mode.add_argument("--update", action="store_true",
+                      help="store this run as the reference (bench/results/quality.json)")
+    args = ap.parse_args()
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in EPOCHS]
+    if unknown:
+        ap.error(f"unknown method {unknown[0]!r}; choose from {', '.join(EPOCHS)}")
+    work = Path(args.work)
+    synth = Path(vssl("synth", work / "synth", *SYNTH, "-j", 2))
+    frames = Path(vssl("extract", synth, "-o", work / "frames.zarr", "--short-side", SIZE))
+    runs_dir = work / code_key()
+    jobs = [(m, int(s)) for m in methods for s in args.seeds.split(",")]
+    # the longest first, so that two workers finish together
+    cost = {"tclr": 4, "ctrlaug": 2.5, "vthcl": 2, "teg-ps": 2, "simclr": 1, "supervised": 0.5}
+    jobs.sort(key=lambda j: -EPOCHS[j[0]] * cost.get(j[0], 0))
+    runs = []
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for row in pool.map(lambda j: measure(*j, frames, runs_dir), jobs):
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            runs.append(row)
+    rows = summarise(runs)
+    order = {m: i for i, m in enumerate(EPOCHS)}
+    rows = dict(sorted(rows.items(), key=lambda kv: order[kv[0]]))
+    payload = {"commit": code_version(), "benchmark": {"synth": list(map(str, SYNTH)),
+               "extract": f"--short-side {SIZE}", "pretrain": list(map(str, PRETRAIN)),
+               "eval": list(map(str, EVAL)), "threads_per_run": 1},
+               "seeds": [int(s) for s in args.seeds.split(",")], "methods": rows}
+    print(table(rows))
+    ref_path = RESULTS / "quality.json"
+    if args.update or not args.check:
+        name = "quality" if args.update else "quality_run"
+        print(save(name, payload))
+        return
+    print(save("quality_check", payload))
+    if not ref_path.exists():
+        raise SystemExit(f"{ref_path} is missing: run with --update first")
+    problems = failures(rows, json.loads(ref_path.read_text())["methods"])
+    if problems:
+        raise SystemExit("learning quality fell:\n  " + "\n  ".join(problems))
+    print("learning quality holds against", ref_path.name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""bench/quality.py, the learning-quality guard: what it refuses, and that its settings are
+ones synth and pretrain accept (a renamed option would otherwise fail only after an hour)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT, vssl_in_process
+
+sys.path.insert(0, str(ROOT / "bench"))
+import quality  # noqa: E402  (bench/ is scripts, not a package)
+
+
+def _row(top1, spread=0.0, one=None, r1=None):
+    mean = {"top1": top1, "top1_1clip": top1 if one is None else one,
+            "R@1": top1 if r1 is None else r1}
+    return {"mean": mean, "spread": {k: spread for k in quality.METRICS}}
+
+
+def test_guard_allows_the_seed_spread_and_refuses_more():
+    ref = {"random": _row(0.20), "tclr": _row(0.50, spread=0.06), "simclr": _row(0.30)}
+    assert quality.failures({"random": _row(0.20), "tclr": _row(0.45),
+                             "simclr": _row(0.29)}, ref) == []
+    problems = quality.failures({"random": _row(0.20), "tclr": _row(0.43),
+                                 "simclr": _row(0.27)}, ref)
+    assert [p.split(":")[0] for p in problems] == [
+        "tclr top1", "tclr top1_1clip", "tclr R@1",
+        "simclr top1", "simclr top1_1clip", "simclr R@1"]      # at least TOLERANCE
+    # one metric alone is enough
+    assert quality.failures({"tclr": _row(0.50, one=0.40)}, ref) == [
+        "tclr top1_1clip: 0.400, stored 0.500 - 0.060 allowed"]
+
+
+def test_guard_refuses_a_method_that_no_longer_beats_random_init():
+    ref = {"random": _row(0.20), "simclr": _row(0.22, spread=0.10), "vthcl": _row(0.18)}
+    now = {"random": _row(0.23), "simclr": _row(0.22), "vthcl": _row(0.18)}
+    assert quality.failures(now, ref) == [
+        "simclr top1: 0.220, no longer above random init (0.230)"]   # vthcl never was
+    assert quality.failures({"tce": _row(0.0)}, ref) == []             # not in the reference
+
+
+def test_summary_means_spreads_and_table():
+    runs = [{"method": "tclr", "seed": s, "top1": t, "top1_1clip": t - 0.1, "R@1": t / 2,
+             "train_seconds": 100.0 + s} for s, t in ((1, 0.5), (0, 0.4))]
+    rows = quality.summarise(runs)
+    assert [r["seed"] for r in rows["tclr"]["seeds"]] == [0, 1]
+    assert rows["tclr"]["mean"]["top1"] == pytest.approx(0.45)
+    assert rows["tclr"]["spread"]["R@1"] == pytest.approx(0.05)
+    assert (f"| tclr | {quality.EPOCHS['tclr']} | 0.450 +- 0.050 | 0.350 +- 0.050 | "
+            "0.225 +- 0.025 | 0.400, 0.500 | 100 |") in quality.table(rows)
+
+
+@pytest.mark.parametrize("method", sorted(set(quality.EPOCHS) - {"random", "supervised"}))
+def test_every_method_setting_resolves_at_the_benchmark_size(method, tmp_path):
+    settings = [str(a) for a in quality.SETTINGS[method]]
+    name = [] if "--method" in settings else ["--method", method]
+    code, out, err = vssl_in_process("pretrain", tmp_path, "-o", tmp_path / "run",
+                                     *map(str, quality.PRETRAIN), *name, *settings,
+                                     "--dry-run")
+    assert code == 0, err
+    assert json.loads(out)["aug"]["size"] == quality.SIZE
+
+
+def test_the_benchmark_set_is_one_synth_accepts(tmp_path):
+    """The benchmark's synth options, on a few small videos."""
+    args = [str(a) for a in quality.SYNTH]
+    args[args.index("--videos-per-class") + 1] = "3"
+    code, out, err = vssl_in_process("synth", tmp_path / "s", *args, "--classes", "2",
+                                     "--frames", "8")
+    assert code == 0, err
+    config = json.loads((tmp_path / "s" / "synth.json").read_text())["config"]
+    assert config["sprite"] == "textured" and config["placement"] == "free"
