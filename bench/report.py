@@ -77,12 +77,12 @@ def rows() -> list[tuple[str, str, str, str]]:
         for name, r in q["methods"].items():
             if name == "random" or rand is None:
                 continue
-            m, sp = r["mean"], r["spread"]
+            m = r["mean"]
             out.append((f"{name} on held-out motion ({r['epochs']} epochs, "
                         f"{len(r['seeds'])} seeds; probe 3 clips / 1 clip, R@1)",
                         f"random init {rand['mean']['top1']:.3f} / "
                         f"{rand['mean']['top1_1clip']:.3f} / {rand['mean']['R@1']:.3f}",
-                        f"{m['top1']:.3f} +- {sp['top1'] / 2:.3f} / {m['top1_1clip']:.3f} / "
+                        f"{m['top1']:.3f} +- {r['std']['top1']:.3f} / {m['top1_1clip']:.3f} / "
                         f"{m['R@1']:.3f}", "no lower (make bench-quality)"))
     # Whether the labels teach the same encoder a set at all (bench/learnable.py).
     for path in sorted(RESULTS.glob("learnable_*.json")):
@@ -136,6 +136,15 @@ def headline_tables() -> dict[str, str]:
              "| random init, same encoder |", "|---|---|---|"]
             + [f"| {name} | {top1_text(row, 'pretrained')} | {top1_text(row, 'random')} |"
                for name, row in m["methods"].items()])
+    if (q := _load("quality")):
+        cell = ("{m[top1]:.3f} +- {s[top1]:.3f} | {m[top1_1clip]:.3f} +- {s[top1_1clip]:.3f} "
+                "| {m[R@1]:.3f} +- {s[R@1]:.3f}")
+        tables["quality"] = "\n".join(
+            [f"| method ({len(q['seeds'])} seeds) | epochs | linear probe, 3 clips | "
+             "1 clip | retrieval R@1 |", "|---|---|---|---|---|"]
+            + [f"| {name} | {row['epochs']} | " + cell.format(
+                m=row["mean"], s=row["std"])
+               + " |" for name, row in q["methods"].items()])
     return tables
 
 

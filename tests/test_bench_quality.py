@@ -16,7 +16,8 @@ import quality  # noqa: E402  (bench/ is scripts, not a package)
 def _row(top1, spread=0.0, one=None, r1=None):
     mean = {"top1": top1, "top1_1clip": top1 if one is None else one,
             "R@1": top1 if r1 is None else r1}
-    return {"mean": mean, "spread": {k: spread for k in quality.METRICS}}
+    return {"mean": mean, "spread": {k: spread for k in quality.METRICS},
+            "std": {k: spread / 2 for k in quality.METRICS}}
 
 
 def test_guard_allows_the_seed_spread_and_refuses_more():
@@ -72,3 +73,14 @@ def test_the_benchmark_set_is_one_synth_accepts(tmp_path):
     assert code == 0, err
     config = json.loads((tmp_path / "s" / "synth.json").read_text())["config"]
     assert config["sprite"] == "textured" and config["placement"] == "free"
+
+
+def test_supervised_ceiling_settings_are_applied_to_the_finetune():
+    from vssl_cli.engine.config import parse_set, resolve
+    from vssl_cli.methods.supervised import Supervised
+    sets = [*quality.SUPERVISED_SETS, *quality.SUPERVISED]
+    config = resolve(Supervised.Params, str(quality.RECIPE), {}, sets)
+    for key, value in parse_set(sets):
+        section, _, name = key.rpartition(".")
+        got = config[section][name] if section else config[name]
+        assert (list(got) if isinstance(got, tuple) else got) == value, key
