@@ -1,27 +1,28 @@
 """The learning-quality guard: does a change make any method learn less motion?
 
-A held-out motion benchmark that the labels can learn and random init cannot: 10 motion
-classes (5 reversed pairs), 200 videos each (split 1: 1,340 train, 660 test), 32 px.
-Every video puts a small sprite filled with its own pattern over a softened real
-photograph seen by a drifting camera, at a place and size drawn alike for every class
-(``vssl synth --appearance photo --placement free --sprite textured``, blur and contrast
-below), so appearance varies per video and says nothing about the class; only motion
-does. Each method pretrains r3d18-tiny (recipes/demo-tiny.toml at 48 px, the per-method
-settings of bench/methods.py) and is scored by a linear probe over 3 clips and over the
-middle clip, and retrieval R@1 (3 clips).
+Every method trains on a held-out motion set and is scored by a linear probe over 3 clips
+and over the middle clip, and retrieval R@1 (3 clips), beside random init and the
+supervised ceiling (random init finetuned with the labels). The set (SYNTH below): 10
+motion classes (5 reversed pairs), 200 videos each (split 1: 1,330 train, 670 test), a
+sprite filled with its own pattern over a softened photograph seen by a drifting camera,
+placed and sized alike for every class on a wrapping frame, so appearance varies per
+video and says nothing about the class; only motion does. r3d18-tiny at 32 px
+(recipes/demo-tiny.toml, the per-method settings of bench/methods.py).
 
-What can be pinned is: every run uses one PyTorch thread and one loader worker however
-many run at once (the thread count alone moved a TCLR seed by 7 points), the probe is
-deterministic (L-BFGS), and the seeds are fixed. What is left is the seed, so every
-method runs several and the guard allows for their spread.
+Pinned: every run uses one PyTorch thread and one loader worker however many run at once
+(the thread count alone changes a run's floating-point order), the probe is deterministic
+(L-BFGS), the seeds are fixed; a rerun repeats every figure, so what is left is the seed.
 
-    python bench/quality.py                  # measure, print the table
+    python bench/quality.py                  # measure, print the table (quality_run.json)
     python bench/quality.py --check          # ... and fail against quality.json
     python bench/quality.py --update         # ... and make this run the reference
 
 ``--check`` (``make bench-quality``) fails when a method's mean falls below its stored
 mean by more than the stored spread between its seeds (at least TOLERANCE), or when a
-method that beat random init no longer does. The run is kept in quality_check.json.
+method that beat random init no longer does; the run is kept in quality_check.json.
+``--update`` stores a reference only when the labels learn the set (LEARNABLE) and random
+init does not solve it (RANDOM_AT_MOST). The set above does not pass yet: see
+docs/benchmarks.md, "Learning quality".
 """
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ EPOCHS = {"random": 0, "supervised": 8, "simclr": 4, "tclr": 4, "ctrlaug": 4, "v
           "teg-ps": 4}
 METRICS = ("top1", "top1_1clip", "R@1")
 TOLERANCE = 0.02   # the least drop the guard allows, whatever the stored spread
+# A reference is only worth guarding when the set is learnable at this budget and random
+# init does not already solve it.
+LEARNABLE = 0.85   # the supervised ceiling's probe (3 clips) at least
+RANDOM_AT_MOST = 0.30
 
 
 # Where the vssl that trains comes from: this checkout, or --train-code (a worktree of
@@ -160,6 +165,20 @@ def failures(now: dict, ref: dict) -> list[str]:
     return problems
 
 
+def unfit_reference(rows: dict) -> list[str]:
+    """Why these rows cannot be the guard's reference (empty when they can)."""
+    if "supervised" not in rows or "random" not in rows:
+        return ["a reference needs the supervised and random rows"]
+    problems = []
+    if (sup := rows["supervised"]["mean"]["top1"]) < LEARNABLE:
+        problems.append(f"the labels reach {sup:.3f} (< {LEARNABLE}): the set is not "
+                        "learnable at this budget")
+    if (rand := rows["random"]["mean"]["top1"]) > RANDOM_AT_MOST:
+        problems.append(f"random init reaches {rand:.3f} (> {RANDOM_AT_MOST}): appearance "
+                        "or placement gives the classes away")
+    return problems
+
+
 def table(rows: dict) -> str:
     lines = ["| method | epochs | probe, 3 clips | probe, 1 clip | R@1 | seeds (3 clips) "
              "| train s |", "|---|---|---|---|---|---|---|"]
@@ -195,14 +214,18 @@ def main() -> None:
     unknown = [m for m in methods if m not in EPOCHS]
     if unknown:
         ap.error(f"unknown method {unknown[0]!r}; choose from {', '.join(EPOCHS)}")
-    work = Path(args.work)
-    synth = Path(vssl("synth", work / "synth", *SYNTH, "-j", 2))
-    frames = Path(vssl("extract", synth, "-o", work / "frames.zarr", "--short-side", SIZE))
     global TRAIN_ROOT, THREADS
     TRAIN_ROOT, THREADS = (args.train_code or ROOT).resolve(), args.threads
     if (args.update or args.check) and (TRAIN_ROOT != ROOT or THREADS != 1):
         ap.error("--train-code and --threads measure something else: not with --check or "
                  "--update")
+    ref_path = RESULTS / "quality.json"
+    if args.check and not ref_path.exists():      # before an hour of training, not after
+        raise SystemExit(f"no reference to guard ({ref_path.name} is missing): --update stores "
+                         "one once the set is learnable (docs/benchmarks.md, Learning quality)")
+    work = Path(args.work)
+    synth = Path(vssl("synth", work / "synth", *SYNTH, "-j", 2))
+    frames = Path(vssl("extract", synth, "-o", work / "frames.zarr", "--short-side", SIZE))
     runs_dir = work / (code_key(TRAIN_ROOT) + (f"-threads{THREADS}" if THREADS != 1 else ""))
     jobs = [(m, int(s)) for m in methods for s in args.seeds.split(",")]
     # the longest first, so that two workers finish together
@@ -222,15 +245,15 @@ def main() -> None:
                "eval": list(map(str, EVAL)), "threads_per_run": THREADS},
                "seeds": [int(s) for s in args.seeds.split(",")], "methods": rows}
     print(table(rows))
-    ref_path = RESULTS / "quality.json"
     if args.update or not args.check:
-        name = "quality" if args.update else "quality_run" + (f"_{args.tag}" if args.tag
-                                                               else "")
+        unfit = unfit_reference(rows) if args.update else []
+        name = "quality" if args.update and not unfit else "quality_run" + (
+            f"_{args.tag}" if args.tag else "")
         print(save(name, payload))
+        if unfit:
+            raise SystemExit("not stored as the reference: " + "; ".join(unfit))
         return
     print(save("quality_check", payload))
-    if not ref_path.exists():
-        raise SystemExit(f"{ref_path} is missing: run with --update first")
     problems = failures(rows, json.loads(ref_path.read_text())["methods"])
     if problems:
         raise SystemExit("learning quality fell:\n  " + "\n  ".join(problems))

@@ -84,3 +84,28 @@ def test_supervised_ceiling_settings_are_applied_to_the_finetune():
         section, _, name = key.rpartition(".")
         got = config[section][name] if section else config[name]
         assert (list(got) if isinstance(got, tuple) else got) == value, key
+
+
+def test_a_reference_needs_a_learnable_set_that_random_init_does_not_solve():
+    assert quality.unfit_reference({"random": _row(0.15), "supervised": _row(0.90)}) == []
+    assert [p.split(" (")[0] for p in quality.unfit_reference(
+        {"random": _row(0.35), "supervised": _row(0.14)})] == [
+        "the labels reach 0.140", "random init reaches 0.350"]
+    assert quality.unfit_reference({"tclr": _row(0.5)}) == [
+        "a reference needs the supervised and random rows"]
+
+
+def test_check_without_a_reference_fails_at_once(tmp_path):
+    """No hour of training before saying there is nothing to guard against."""
+    import subprocess
+    if (ROOT / "bench/results/quality.json").exists():
+        pytest.skip("a reference is stored")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/quality.py"), "--check",
+                           "--work", str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1 and "no reference to guard" in proc.stderr
+    assert not any(tmp_path.iterdir())                   # nothing built
+    proc = subprocess.run([sys.executable, str(ROOT / "bench/quality.py"), "--update",
+                           "--threads", "2", "--work", str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "not with --check or --update" in proc.stderr

@@ -22,9 +22,9 @@ def test_nearest_matches_brute_force_in_any_chunking():
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
     gn = g / np.linalg.norm(g, axis=1, keepdims=True)
     want = np.argsort(-(qn @ gn.T), axis=1)[:, :20]
-    for chunk in (1, 8, 1000):
-        scores, idx = nearest(q, g, 20, chunk=chunk, use_faiss=False)
-        assert (idx == want).all()
+    for chunk, block in ((1, None), (8, 7), (1000, 64), (5, 20), (37, 501), (3, 1000)):
+        scores, idx = nearest(q, g, 20, chunk=chunk, use_faiss=False, block=block)
+        assert (idx == want).all(), (chunk, block)
         assert np.allclose(scores, np.take_along_axis(qn @ gn.T, want, 1), atol=1e-5)
     assert nearest(q, g[:3], 20, use_faiss=False)[1].shape == (37, 3)
 

@@ -326,6 +326,7 @@ def render(class_name: str, cfg: SynthConfig, rng: np.random.Generator,
     fade = np.zeros(frames)
     if cfg.drift:     # cross-fade to a second background and a second pair of colours
         end_background = pool[rng.integers(len(pool))] if pool else _background(rng, size)
+        end_background = soften(end_background[None], cfg)[0]
         end_colours = rng.choice(COLOURS[:cfg.colours], 2, replace=False)
         fade = np.linspace(0, 1, frames)
     grid = (np.mgrid[0:size, 0:size] + 0.5) / size * 2 - 1
