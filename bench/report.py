@@ -136,15 +136,6 @@ def headline_tables() -> dict[str, str]:
              "| random init, same encoder |", "|---|---|---|"]
             + [f"| {name} | {top1_text(row, 'pretrained')} | {top1_text(row, 'random')} |"
                for name, row in m["methods"].items()])
-    if (q := _load("quality")):
-        cell = ("{m[top1]:.3f} +- {s[top1]:.3f} | {m[top1_1clip]:.3f} +- {s[top1_1clip]:.3f} "
-                "| {m[R@1]:.3f} +- {s[R@1]:.3f}")
-        tables["quality"] = "\n".join(
-            [f"| method ({len(q['seeds'])} seeds) | epochs | linear probe, 3 clips | "
-             "1 clip | retrieval R@1 |", "|---|---|---|---|---|"]
-            + [f"| {name} | {row['epochs']} | " + cell.format(
-                m=row["mean"], s=row["std"])
-               + " |" for name, row in q["methods"].items()])
     return tables
 
 
