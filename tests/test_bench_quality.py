@@ -72,7 +72,7 @@ def test_the_benchmark_set_is_one_synth_accepts(tmp_path):
                                      "--frames", "8")
     assert code == 0, err
     config = json.loads((tmp_path / "s" / "synth.json").read_text())["config"]
-    assert config["sprite"] == "textured" and config["placement"] == "free"
+    assert config["placement"] == "free" and config["speed"] == 1.5
 
 
 def test_supervised_ceiling_settings_are_applied_to_the_finetune():
@@ -87,10 +87,19 @@ def test_supervised_ceiling_settings_are_applied_to_the_finetune():
 
 
 def test_a_reference_needs_a_learnable_set_that_random_init_does_not_solve():
-    assert quality.unfit_reference({"random": _row(0.15), "supervised": _row(0.90)}) == []
-    assert [p.split(" (")[0] for p in quality.unfit_reference(
-        {"random": _row(0.35), "supervised": _row(0.14)})] == [
-        "the labels reach 0.140", "random init reaches 0.350"]
+    assert quality.unfit_reference({"random": _row(0.15), "supervised": _row(0.90),
+                                    "tclr": _row(0.40)}) == []
+    assert [p.split(" (")[0].split(":")[0] for p in quality.unfit_reference(
+        {"random": _row(0.35), "supervised": _row(0.14), "tclr": _row(0.36)})] == [
+        "the labels reach 0.140", "random init reaches 0.350",
+        "no method learns beyond random init at this budget"]
+
+
+def test_a_learner_beats_random_init_by_more_than_the_seed_spreads():
+    rows = {"random": _row(0.13, spread=0.04), "supervised": _row(0.87),
+            "tclr": _row(0.16, spread=0.01), "simclr": _row(0.17, spread=0.05),
+            "teg-ps": _row(0.19, spread=0.02)}
+    assert quality.learners(rows) == ["teg-ps"]   # tclr within random's spread, simclr its own
     assert quality.unfit_reference({"tclr": _row(0.5)}) == [
         "a reference needs the supervised and random rows"]
 
@@ -109,3 +118,16 @@ def test_check_without_a_reference_fails_at_once(tmp_path):
                            "--threads", "2", "--work", str(tmp_path)], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "not with --check or --update" in proc.stderr
+
+
+def test_runs_are_cached_per_set_code_and_thread_count(tmp_path):
+    """Another set (SYNTH changed) must not reuse the runs trained on the old one."""
+    folders = []
+    for set_id in ("aaaa", "bbbb"):
+        synth = tmp_path / set_id
+        synth.mkdir()
+        (synth / "synth.json").write_text(json.dumps({"id": set_id}))
+        folders.append(quality.runs_folder(tmp_path / "work", synth, ROOT, 1))
+    assert folders[0] != folders[1] and folders[0].name.startswith("aaaa-")
+    assert quality.code_key(ROOT) in folders[0].name
+    assert quality.runs_folder(tmp_path / "work", synth, ROOT, 2).parent == folders[1]

