@@ -35,9 +35,7 @@ def rows() -> list[tuple[str, str, str, str]]:
                 ("vssl_zarr_vs_ffmpeg_null_video_only", "  the same", "... with `-an`"),
                 ("vssl_jpeg_vs_ffmpeg_rawframes", "extract `--codec jpeg`, real footage",
                  "2 ffmpegs writing JPEG frame folders")):
-            r = e["throughput_vs_ffmpeg"][key]
-            out.append((what, limit, f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})",
-                        ">= 0.95x"))
+            out.append((what, limit, _ratio_text(e["throughput_vs_ffmpeg"][key]), ">= 0.95x"))
     if (t := _load("train")):
         out += [("pretrain step (full data path)", "forward+backward alone",
                  f"{1 - t['data_path_overhead']:.2f}x ({t['data_path_overhead']:.0%} overhead, "
@@ -116,6 +114,11 @@ def rows() -> list[tuple[str, str, str, str]]:
     return out
 
 
+def _ratio_text(r: dict) -> str:
+    """A ratio measured over several rounds: median (range)."""
+    return f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})"
+
+
 def extract_real_table(e: dict) -> str:
     """bench/extract.py --real: frames/s from the median wall time, and each vssl row's
     throughput ratio to its ffmpeg limit (median and range of the alternated pairs)."""
@@ -125,8 +128,7 @@ def extract_real_table(e: dict) -> str:
         return f"{e['frames'] / statistics.median(e['wall_s'][k]):.0f}"
 
     def ratio(k):
-        r = e["throughput_vs_ffmpeg"][k]
-        return f"{r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})"
+        return _ratio_text(e["throughput_vs_ffmpeg"][k])
     return "\n".join([
         f"| extraction ({e['clips']} packaged camera clips, {e['frames']} frames, "
         f"{e['short_side']} px, {e['cores']} cores) | frames/s | vs the limit |",
