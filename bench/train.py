@@ -1,23 +1,30 @@
 """Training data-path benchmark.
 
-1. Data-path overhead: clips/s of the full pretrain step (DataLoader workers reading the
-   frame store, batched augmentation on the device, forward, backward, optimiser step;
-   the engine's own loop) against the model's forward+backward+step alone on tensors that
-   are already augmented and on the device. Overhead = 1 - full / alone (target < 10%).
+1. The full step against the model alone, per method (TCLR and controllable augmentations
+   build several views): the engine's own loop (the store read in the training process or
+   DataLoader workers, the batched augmentation on the device, forward, backward, optimiser
+   step) against the same method's step with reading and the augmentation's pixel work
+   taken out (one batch on the device; every ``augment.apply`` returns the tensors it
+   returned the first time). Each engine step is followed at once by a step of the model
+   alone, so each pair shares the machine's state; ratio = alone / full step time, median
+   and range over the pairs (target >= 0.95).
 2. Cache read vs decode: random training clips (clip_len frames at stride 2) read from
    the frame store against decoding the same clips from the mp4 files with ffmpeg (seek
    to the clip, decode, scale like the store). Target: 10x or more.
-3. Where the overhead goes: the batched augmentation's time per step on the device
-   (on a CPU it competes with the model for the same cores, so it is the floor of the
-   overhead there) and the share of the run the loop waited for a batch (reads hidden
-   behind compute leave this near 0).
+3. Where the rest goes: the augmentation's time per step (on a CPU it competes with the
+   model for the same cores, so it is the floor of the overhead there) and the share of
+   the step the loop waited for a batch (reads hidden behind compute leave this near 0).
 
-Writes bench/results/train.json (or train_<tag>.json) and prints the ratios.
-Usage: python bench/train.py [--backbone r3d18-tiny] [--size 64] [--batch 16] [--steps 20]
+Methods train with bench/methods.py's settings over recipes/demo-tiny.toml (8-frame clips)
+at ``--size`` px. Writes bench/results/train.json (or train_<tag>.json) and prints ratios.
+Usage: python bench/train.py [--methods simclr,tclr,ctrlaug] [--steps 12]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,16 +32,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import make_videos, save
+from methods import RECIPE, SETTINGS
 
-from vssl_cli.data.dataset import ClipDataset
-from vssl_cli.engine.config import default_config
+from vssl_cli.data import augment
+from vssl_cli.data.dataset import ClipDataset, collate_clips
+from vssl_cli.engine.config import resolve
 from vssl_cli.engine.device import autocast_dtype, loader_workers, resolve_device
 from vssl_cli.engine.trainer import build_optimizer, train
 from vssl_cli.extract import ExtractConfig, extract
-from vssl_cli.losses import nt_xent
-from vssl_cli.methods.simclr import SimCLR
+from vssl_cli.methods import method_class
 from vssl_cli.store import open_store
 from vssl_cli.video.decode import DecodeParams, FrameDecoder
+
+WARMUP_STEPS = 2       # steps of each engine run left out (first batches, allocator growth)
+AUGMENT_PASSES = 3     # passes that time the augmentation alone
 
 
 def make_store(work: Path, videos: int, frames: int, codec: str = "auto"
@@ -46,71 +57,131 @@ def make_store(work: Path, videos: int, frames: int, codec: str = "auto"
     return store, paths
 
 
-def config_for(args) -> dict:
-    config = default_config(SimCLR.Params)
-    config.update(backbone=args.backbone, batch_size=args.batch, workers=args.workers,
-                  device=args.device, warmup_epochs=0, log_every=args.steps,
-                  checkpoint_every=10**9, max_steps=2 * args.steps, epochs=10**6)
-    config["params"].update(clip_len=args.clip_len, stride=2)
+def config_for(name: str, args) -> dict:
+    flags = SETTINGS[name]
+    sets = [flags[i + 1] for i, flag in enumerate(flags) if flag == "--set"]
+    config = resolve(method_class(name).Params, str(RECIPE), {"backbone": args.backbone}, sets)
+    config.update(method=name, batch_size=args.batch, workers=args.workers,
+                  device=args.device, warmup_epochs=0, log_every=1,
+                  checkpoint_every=10**9, max_steps=WARMUP_STEPS + args.steps, epochs=10**6)
     config["aug"]["size"] = args.size
     return config
 
 
-def full_step_rate(store: Path, config: dict) -> tuple[float, float]:
-    """The engine's clips/s and the share of time it waited for data, over the second
-    half of the run (the first half warms up)."""
-    torch.manual_seed(0)
-    method = SimCLR.from_config(config)
-    dataset = ClipDataset(str(store), method.view_sampler(), "all", 0)
-    records = []
-    train(method, dataset, config, None, on_log=records.append)
-    return records[-1]["clips_per_s"], records[-1]["data_wait"]
+class ReplayedAugmentation:
+    """While active, every ``augment.apply`` (the augmentation's pixel work, wherever a
+    method imported it) returns, call by call, what it returned while recording; the
+    recorded calls' seconds add up in ``seconds``."""
+
+    def __init__(self):
+        self.real, self.outputs, self.seconds = augment.apply, [], 0.0
+        self.recording, self.call = True, 0
+
+    def __call__(self, clips, params, cfg, valid_hw=None):
+        if not self.recording:
+            self.call += 1
+            return self.outputs[(self.call - 1) % len(self.outputs)]
+        t0 = time.perf_counter()
+        out = self.real(clips, params, cfg, valid_hw)
+        self.seconds += time.perf_counter() - t0
+        self.outputs.append(out)
+        return out
+
+    @contextlib.contextmanager
+    def active(self):
+        modules = [m for n, m in sys.modules.items()
+                   if n.startswith("vssl_cli") and getattr(m, "apply", None) is self.real]
+        for m in modules:
+            m.apply = self
+        try:
+            yield self
+        finally:
+            for m in modules:
+                m.apply = self.real
 
 
-def _timed_steps(fn, steps: int, device: torch.device) -> float:
-    """Seconds per call of ``fn`` after 3 warm-up calls."""
-    for _ in range(3):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps
+class ModelAlone:
+    """The method's step with the data path taken out: its loss, backward and optimiser
+    step on one batch already on the device, the augmentation replayed."""
 
+    def __init__(self, store: Path, config: dict):
+        self.device = resolve_device(config["device"])
+        torch.manual_seed(0)
+        self.method = method_class(config["method"]).from_config(config).to(self.device)
+        dataset = ClipDataset(str(store), self.method.view_sampler(), "all", 0)
+        batch = collate_clips([dataset[i % len(dataset)] for i in range(config["batch_size"])])
+        self.batch = {**batch, "clips": [c.to(self.device) for c in batch["clips"]],
+                      "labels": batch["labels"].to(self.device)}
+        self.optimizer = build_optimizer(self.method.parameters(), config)
+        self.amp = autocast_dtype(config["amp"], self.device)
+        self.gen = torch.Generator(device=self.device).manual_seed(0)
+        self.replay = ReplayedAugmentation()
+        with self.replay.active(), torch.no_grad():     # record, and time the augmentation
+            for _ in range(AUGMENT_PASSES):
+                self.method(self.batch, self.gen)
+        self.augment_s = self.replay.seconds / AUGMENT_PASSES
+        self.replay.outputs = self.replay.outputs[:len(self.replay.outputs) // AUGMENT_PASSES]
+        self.replay.recording = False
 
-def compute_only_rate(store: Path, config: dict, steps: int) -> tuple[float, float, float]:
-    """Forward+backward+step of the same model on one pre-augmented batch on the device,
-    as clips/s and s per step; and the augmentation of that batch's views alone, in s per
-    step."""
-    device = resolve_device(config["device"])
-    torch.manual_seed(0)
-    method = SimCLR.from_config(config).to(device).train()
-    dataset = ClipDataset(str(store), method.view_sampler(), "all", 0)
-    from vssl_cli.data.dataset import collate_clips
-    batch = collate_clips([dataset[i % len(dataset)] for i in range(config["batch_size"])])
-    batch = {**batch, "clips": [c.to(device) for c in batch["clips"]]}
-
-    def augment():
-        with torch.no_grad():
-            return torch.cat([method.augmented(c, batch, None)[0] for c in batch["clips"]])
-
-    x = augment()
-    optimizer = build_optimizer(method.parameters(), config)
-    amp = autocast_dtype(config["amp"], device)
-
-    def step():
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            z1, z2 = method.head(method.encoder(x)["pooled"]).float().chunk(2)
-            loss = nt_xent(z1, z2, 0.1)
-        optimizer.zero_grad(set_to_none=True)
+    def step(self) -> float:
+        """Seconds of one step."""
+        self._sync()
+        t0 = time.perf_counter()
+        with self.replay.active(), torch.autocast(self.device.type, dtype=self.amp,
+                                                  enabled=self.amp is not None):
+            loss, _ = self.method(self.batch, self.gen)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        self.optimizer.step()
+        self._sync()
+        return time.perf_counter() - t0
 
-    per_step = _timed_steps(step, steps, device)
-    return x.shape[0] / per_step, per_step, _timed_steps(augment, steps, device)
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def measure_method(store: Path, name: str, args) -> dict:
+    """The engine's steps, each followed at once by a step of the model alone: the pairs
+    share the machine's state of the moment (on a shared machine, runs minutes apart
+    differ by more than the overhead measured). The engine times a step from one record
+    to the next, which includes the previous record's callback: that callback's own
+    duration is taken off again."""
+    config = config_for(name, args)
+    alone = ModelAlone(store, config)
+    torch.manual_seed(0)
+    method = method_class(config["method"]).from_config(config)
+    dataset = ClipDataset(str(store), method.view_sampler(), "all", 0)
+    clips = sum(c.shape[0] for c in alone.batch["clips"])
+    pairs, last_callback = [], [0.0]
+
+    def after_step(record):
+        t0 = time.perf_counter()
+        full = clips / record["clips_per_s"] - last_callback[0]
+        alone_s = alone.step()
+        if record["step"] > WARMUP_STEPS:
+            pairs.append({"full_s": full, "alone_s": alone_s,
+                          "data_wait_s": record["data_wait"] * (full + last_callback[0])})
+        last_callback[0] = time.perf_counter() - t0
+
+    train(method, dataset, config, None, on_log=after_step)
+    ratios = sorted(p["alone_s"] / p["full_s"] for p in pairs)
+    full_s = statistics.median(p["full_s"] for p in pairs)
+    alone_s = statistics.median(p["alone_s"] for p in pairs)
+    result = {"ratio": {"median": statistics.median(ratios), "min": ratios[0],
+                        "max": ratios[-1], "quartiles": statistics.quantiles(ratios, n=4)},
+              "full_clips_per_s": clips / full_s, "alone_clips_per_s": clips / alone_s,
+              "augment_ms_per_step": 1000 * alone.augment_s,
+              "compute_ms_per_step": 1000 * alone_s,
+              "data_wait_share": statistics.median(p["data_wait_s"] / p["full_s"]
+                                                   for p in pairs),
+              "pairs": pairs}
+    r = result["ratio"]
+    print(f"{name}: {len(pairs)} paired steps, full {1000 * full_s:.0f} ms, alone "
+          f"{1000 * alone_s:.0f} ms: {r['median']:.3f}x ({r['min']:.3f}-{r['max']:.3f}); "
+          f"augmentation {1000 * alone.augment_s:.0f} ms, waiting "
+          f"{100 * result['data_wait_share']:.1f}%", file=sys.stderr)
+    return result
 
 
 def read_vs_decode(store: Path, paths: list[Path], clip_len: int, clips: int) -> dict:
@@ -141,11 +212,11 @@ def read_vs_decode(store: Path, paths: list[Path], clip_len: int, clips: int) ->
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", default="simclr,tclr,ctrlaug")
     ap.add_argument("--backbone", default="r3d18-tiny")
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--clip-len", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=12, help="paired steps per method")
     ap.add_argument("--workers", type=int, default=-1, help="-1: the engine's auto choice")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--videos", type=int, default=16)
@@ -156,24 +227,18 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         store, paths = make_store(Path(tmp), args.videos, args.frames, args.codec)
-        config = config_for(args)
-        full, data_wait = full_step_rate(store, config)
-        alone, compute_s, augment_s = compute_only_rate(store, config, args.steps)
-        io = read_vs_decode(store, paths, args.clip_len, args.read_clips)
-    result = {"config": {k: v for k, v in vars(args).items()},
-              "device": str(resolve_device(args.device)),
-              "loader_workers": loader_workers(args.workers, resolve_device(args.device)),
-              "full_step_clips_per_s": full, "compute_only_clips_per_s": alone,
-              "data_path_overhead": 1 - full / alone,
-              "augment_ms_per_step": 1000 * augment_s,
-              "compute_ms_per_step": 1000 * compute_s,
-              "data_wait_share": data_wait, **io}
+        methods = {name: measure_method(store, name, args) for name in args.methods.split(",")}
+        io = read_vs_decode(store, paths, 8, args.read_clips)
+    device = resolve_device(args.device)
+    result = {"config": vars(args), "device": str(device),
+              "loader_workers": loader_workers(args.workers, device), "methods": methods, **io}
     path = save("train" + (f"_{args.tag}" if args.tag else ""), result)
-    print(f"full step {full:.1f} clips/s vs compute alone {alone:.1f} clips/s: "
-          f"data-path overhead {100 * (1 - full / alone):.1f}% (target < 10%)")
-    print(f"of which: augmentation {1000 * augment_s:.1f} ms per step "
-          f"({100 * augment_s / (augment_s + compute_s):.1f}% of augment+compute);"
-          f" waiting for batches {100 * data_wait:.1f}% of the run")
+    for name, m in methods.items():
+        r = m["ratio"]
+        print(f"{name}: full step {m['full_clips_per_s']:.1f} clips/s vs the model alone "
+              f"{m['alone_clips_per_s']:.1f}: {r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f}"
+              f"; target >= 0.95); augmentation {m['augment_ms_per_step']:.0f} ms per step, "
+              f"waiting for batches {100 * m['data_wait_share']:.1f}%")
     print(f"clip read from store {io['store_read_clips_per_s']:.1f}/s vs decode from mp4 "
           f"{io['mp4_decode_clips_per_s']:.1f}/s: {io['read_vs_decode']:.1f}x (target >= 10x)")
     print(path)

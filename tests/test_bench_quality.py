@@ -131,3 +131,15 @@ def test_runs_are_cached_per_set_code_and_thread_count(tmp_path):
     assert folders[0] != folders[1] and folders[0].name.startswith("aaaa-")
     assert quality.code_key(ROOT) in folders[0].name
     assert quality.runs_folder(tmp_path / "work", synth, ROOT, 2).parent == folders[1]
+
+
+def test_runs_are_cached_per_benchmark_setting(tmp_path, monkeypatch):
+    """Runs trained with other augmentation or epochs must not be reused either."""
+    synth = tmp_path / "set"
+    synth.mkdir()
+    (synth / "synth.json").write_text(json.dumps({"id": "aaaa"}))
+    before = quality.runs_folder(tmp_path / "work", synth, ROOT, 1)
+    monkeypatch.setitem(quality.EPOCHS, "tclr", quality.EPOCHS["tclr"] + 1)
+    longer = quality.runs_folder(tmp_path / "work", synth, ROOT, 1)
+    monkeypatch.setattr(quality, "PRETRAIN", [*quality.PRETRAIN, "--set", "aug.flip_p=0.5"])
+    assert len({before, longer, quality.runs_folder(tmp_path / "work", synth, ROOT, 1)}) == 3

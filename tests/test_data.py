@@ -152,6 +152,52 @@ def test_blur_smooths_and_zero_sigma_is_identity():
     assert torch.allclose(out[1].mean(), x[1].mean(), atol=0.02)
 
 
+def test_blur_of_a_mixed_batch_is_each_clip_blurred_alone_bit_for_bit():
+    x = torch.rand(4, 3, 2, 12, 12)
+    sigma = torch.tensor([0.0, 1.5, 0.0, 0.7])
+    out = blur(x, sigma, reach=6)
+    assert torch.equal(out[0], x[0]) and torch.equal(out[2], x[2])
+    for i in (1, 3):
+        assert torch.equal(out[i], blur(x[i:i + 1], sigma[i:i + 1], reach=6)[0])
+
+
+def _crop_over_channel_time_stack(clips, boxes, flip, size):
+    """The crop as one grid_sample over a (B, C*T, H, W) channel-first stack."""
+    b, c, t, h, w = clips.shape
+    x0, y0, x1, y1 = boxes.unbind(1)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = (x1 - x0) * torch.where(flip, -1.0, 1.0), x0 + x1 - 1
+    theta[:, 1, 1], theta[:, 1, 2] = y1 - y0, y0 + y1 - 1
+    grid = F.affine_grid(theta, (b, c * t, size, size), align_corners=False)
+    return F.grid_sample(clips.float().reshape(b, c * t, h, w), grid, mode="bilinear",
+                         padding_mode="border", align_corners=False).view(b, c, t, size, size)
+
+
+@pytest.mark.parametrize("layout", ["channel-first", "channel-last"])
+def test_crop_per_frame_in_either_layout_equals_the_stacked_crop(layout):
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (6, 5, 30, 41, 3), dtype=torch.uint8, generator=g)
+    clips = frames.permute(0, 4, 1, 2, 3)
+    if layout == "channel-first":
+        clips = clips.contiguous()
+    p = sample_params(6, (30, 41), AugConfig(flip_p=0.5), g)
+    out = crop_resize(clips, p.boxes, p.flip, 16)
+    assert out.is_contiguous()
+    assert torch.equal(out, _crop_over_channel_time_stack(clips, p.boxes, p.flip, 16))
+
+
+def test_collated_clips_keep_the_stores_channel_last_memory():
+    from vssl_cli.data.dataset import collate_clips
+    small = torch.randint(0, 256, (3, 4, 6, 8), dtype=torch.uint8)    # (C, T, H, W)
+    large = torch.randint(0, 256, (3, 4, 8, 10), dtype=torch.uint8)
+    items = [{"clips": [c], "indices": [np.arange(4)], "label": 0, "index": i}
+             for i, c in enumerate((small, large))]
+    clips = collate_clips(items)["clips"][0]
+    assert clips.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(clips[0, :, :, :6, :8], small) and torch.equal(clips[1], large)
+    assert not clips[0, :, :, 6:].any() and not clips[0, :, :, :, 8:].any()
+
+
 def test_sampled_params_follow_probabilities():
     g = torch.Generator().manual_seed(1)
     p = sample_params(4000, (120, 160), AugConfig(), g)

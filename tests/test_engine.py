@@ -15,8 +15,8 @@ from conftest import ROOT, manifest_of, run_vssl
 from vssl_cli.data.batches import EpochBatches
 from vssl_cli.engine.config import TrainConfig, resolve
 from vssl_cli.engine.device import loader_workers
-from vssl_cli.engine.trainer import lr_factor
-from vssl_cli.errors import UsageProblem
+from vssl_cli.engine.trainer import lr_factor, read_losses
+from vssl_cli.errors import UsageProblem, VsslError
 from vssl_cli.methods.simclr import SimCLRParams
 
 TINY = ["--backbone", "r3d18-tiny", "--batch-size", "4", "-j", "0", "--set", "aug.size=32",
@@ -248,3 +248,18 @@ def test_ddp_under_torchrun_with_two_cpu_processes(tiny_frames, tmp_path, method
     assert "Warning" not in proc.stderr, proc.stderr[-3000:]
     m = manifest_of(run)
     assert m["metrics"]["world_size"] == 2 and m["metrics"]["steps"] == 2
+
+
+def test_losses_are_read_at_once_and_the_first_non_finite_step_is_named():
+    """The loop keeps each step's loss and parts on the device and reads them when it logs
+    or checkpoints (no wait for the device every step)."""
+    window = {}
+    unread = [(1, torch.tensor(2.0), {"ic": torch.tensor(0.5), "threshold": -1.0}),
+              (2, torch.tensor(1.0), {"ic": torch.tensor(0.25), "threshold": -0.5})]
+    read_losses(unread, window, 0, None)
+    assert window == {"loss": [2.0, 1.0], "ic": [0.5, 0.25], "threshold": [-1.0, -0.5]}
+    assert unread == []
+    unread += [(3, torch.tensor(1.0), {}), (4, torch.tensor(float("inf")), {}),
+               (5, torch.tensor(float("nan")), {})]
+    with pytest.raises(VsslError, match="loss became inf at step 4; .*checkpoint .step 2."):
+        read_losses(unread, window, 2, None)

@@ -462,6 +462,7 @@ def test_tclr_terms_add_up_at_the_paper_or_the_official_scale():
         batch = _batch(method.views(64, np.random.default_rng(0)))
         totals[scale] = method(batch, torch.Generator().manual_seed(0))
     (mean, parts), n, b = totals["mean"], 4, 4
+    parts = {k: float(v) for k, v in parts.items()}     # detached tensors, read when logged
     assert parts.keys() == {"ic", "ll", "gl"}
     assert float(mean) == pytest.approx(parts["ic"] + parts["ll"] + parts["gl"], rel=1e-5)
     assert float(totals["paper"][0]) == pytest.approx(

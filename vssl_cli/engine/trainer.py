@@ -8,8 +8,9 @@ the uninterrupted run would have.
 
 Checkpoints (model, optimiser, schedule, loss scaler, step) are written every
 ``checkpoint_every`` steps, at the end, and when SIGTERM or Ctrl-C arrives (after the
-step in flight). A non-finite loss stops the run with a clear error; the last checkpoint,
-always from a finite state, is kept.
+step in flight). Losses stay on the device until the next log or checkpoint (reading one
+makes the host wait for the device); a non-finite one then stops the run with a clear error
+naming its step, and the last checkpoint, always from a finite state, is kept.
 """
 from __future__ import annotations
 
@@ -135,6 +136,29 @@ def shared_augmentation(device: torch.device, seed: int, step: int, d
     return global_batch(_step_generator(device, seed, step, 0), d.rank, d.world)
 
 
+def read_losses(unread: list, window: dict[str, list[float]], last_saved: int, run) -> None:
+    """Bring the losses of the steps since the last read to the host in one transfer, into
+    ``window``; stop at the first that is not finite. Reading them every step would make
+    the host wait for the device at each step (the next batch's copy and launches then
+    wait too); reading at each log and checkpoint lets a non-finite step train on until
+    then, but never into a checkpoint."""
+    names = [(step, k) for step, _, parts in unread for k, v in parts.items()
+             if isinstance(v, torch.Tensor)]
+    tensors = [loss for _, loss, _ in unread] + [
+        v for _, _, parts in unread for v in parts.values() if isinstance(v, torch.Tensor)]
+    values = torch.stack([t.float().reshape(()) for t in tensors]).tolist()
+    losses, read = values[:len(unread)], dict(zip(names, values[len(unread):]))
+    for (step, _, parts), loss in zip(unread, losses):
+        if not math.isfinite(loss):
+            saved = f"the last good checkpoint (step {last_saved}) is kept"
+            raise VsslError(f"loss became {loss} at step {step}; stopped, {saved}; try a "
+                            "lower --lr or --set clip_grad=1", run.partial if run else None)
+        window.setdefault("loss", []).append(loss)
+        for k, v in parts.items():
+            window.setdefault(k, []).append(read.get((step, k), v))
+    unread.clear()
+
+
 def _to_device(batch: dict, device: torch.device) -> dict:
     nb = device.type == "cuda"
     return {**batch, "clips": [c.to(device, non_blocking=nb) for c in batch["clips"]],
@@ -254,6 +278,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
     autocast = (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype
                 else contextlib.nullcontext())
     window: dict[str, list[float]] = {}
+    unread: list[tuple[int, torch.Tensor, dict]] = []   # steps whose losses stay on the device
     clips_in_window = 0
     last = {}
     t_window, data_wait, t_start, start_step = time.perf_counter(), 0.0, time.perf_counter(), step
@@ -274,12 +299,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
                 method.progress = step / max(1, total)      # for schedules inside losses
                 with autocast, shared_augmentation(device, config["seed"], step, d):
                     loss, parts = model(batch, gen)
-                loss_value = dev.mean_over_processes(loss.detach().float())
-                if not torch.isfinite(loss_value):
-                    saved = f"the last good checkpoint (step {last_saved}) is kept"
-                    raise VsslError(f"loss became {float(loss_value)} at step {step + 1}; "
-                                    f"stopped, {saved}; try a lower --lr or --set "
-                                    "clip_grad=1", run.partial if run else None)
+                unread.append((step + 1, dev.mean_over_processes(loss.detach().float()), parts))
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config["clip_grad"] > 0:
@@ -290,11 +310,14 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
                 schedule.step()
                 step += 1
                 clips_in_window += sum(c.shape[0] for c in batch["clips"]) * d.world
-                for k, v in {"loss": float(loss_value), **parts}.items():
-                    window.setdefault(k, []).append(v)
                 if progress is not None:
                     progress.update(1)
-                if step % config["log_every"] == 0 or step == total or stop.requested:
+                log_now = step % config["log_every"] == 0 or step == total or stop.requested
+                save_now = (step % config["checkpoint_every"] == 0 or step == total
+                            or stop.requested)
+                if log_now or save_now:      # a checkpoint only after finite losses
+                    read_losses(unread, window, last_saved, run)
+                if log_now:
                     now = time.perf_counter()
                     last = {"step": step, "epoch": round(step / spe, 3),
                             **{k: sum(v) / len(v) for k, v in window.items()},
@@ -311,7 +334,7 @@ def train(method: Method, dataset: ClipDataset, config: dict, run: RunDir | None
                     if progress is not None:
                         progress.set_postfix(loss=f"{last['loss']:.3f}",
                                              clips_s=f"{last['clips_per_s']:.1f}")
-                if step % config["checkpoint_every"] == 0 or step == total or stop.requested:
+                if save_now:
                     checkpoint()
                     last_saved = step
                 if stop.requested:

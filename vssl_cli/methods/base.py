@@ -116,7 +116,9 @@ class Method(nn.Module):
         return ViewSampler(type(self), self.params)
 
     def loss(self, batch: dict, gen: torch.Generator | None
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+        """The loss and its named parts to log: detached tensors (``float()`` of each would
+        wait for the device every step; the trainer reads them all at once when it logs)."""
         raise NotImplementedError
 
     def augmented(self, clips: torch.Tensor, batch: dict, gen, cfg: AugConfig | None = None,

@@ -304,7 +304,7 @@ class CtrlAug(Method):
         if p.w_td:
             parts["td"] = self._order_loss(g_vec, l_vec.view(k, b, -1).transpose(0, 1), gen)
             total = total + p.w_td * parts["td"]
-        return total, {key: float(v.detach()) for key, v in parts.items()}
+        return total, {key: v.detach() for key, v in parts.items()}
 
     def _grid(self, maps: torch.Tensor) -> torch.Tensor:
         """res5 pooled to region_grid x region_grid spatial cells (time kept)."""

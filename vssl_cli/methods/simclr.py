@@ -70,4 +70,4 @@ class SimCLR(Method):
         z = self.head(self.encoder(torch.cat([x1, x2]))["pooled"])
         z1, z2 = z.float().chunk(2)
         loss = nt_xent(self.gather(z1), self.gather(z2), self.params.tau)
-        return loss, {"nt_xent": float(loss.detach())}
+        return loss, {"nt_xent": loss.detach()}

@@ -49,4 +49,4 @@ class Supervised(Method):
         logits = self.logits(x).float()
         loss = F.cross_entropy(logits, labels, label_smoothing=self.params.label_smoothing)
         acc = (logits.argmax(1) == labels).float().mean()
-        return loss, {"ce": float(loss.detach()), "train_acc": float(acc)}
+        return loss, {"ce": loss.detach(), "train_acc": acc}

@@ -173,5 +173,5 @@ class TCE(Method):
         with torch.no_grad():
             pos_cos = (anchor * positive).sum(1).mean()
             neg_cos = neg_logits[~own].mean()
-        return loss, {"nce": float(loss.detach()), "threshold": threshold,
-                      "pos_cos": float(pos_cos), "neg_cos": float(neg_cos)}
+        return loss, {"nce": loss.detach(), "threshold": threshold,
+                      "pos_cos": pos_cos.detach(), "neg_cos": neg_cos.detach()}

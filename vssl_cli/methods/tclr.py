@@ -155,4 +155,4 @@ class TCLR(Method):
         if p.w_local_ic:
             parts["local_ic"], pairs = local_instance_loss(zl, self.gather, p.tau)
             total = total + p.w_local_ic * pairs / 4 * parts["local_ic"]
-        return total, {k: float(v.detach()) for k, v in parts.items()}
+        return total, {k: v.detach() for k, v in parts.items()}

@@ -128,4 +128,4 @@ class TeG(Method):
             parts["fine"] = fine_grained_loss(self._steps(s_maps), self._steps(l_maps),
                                               offset.clamp(0, tl - ts), p.tau)
             total = total + p.alpha * parts["fine"]
-        return total, {k: float(v.detach()) for k, v in parts.items()}
+        return total, {k: v.detach() for k, v in parts.items()}

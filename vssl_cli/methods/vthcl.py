@@ -154,7 +154,7 @@ class VTHCL(Method):
                 positive = z[other][lv] if p.positive == "current" else None
                 term = bank_contrast(z[query][lv], bank, index, p.negatives, p.tau, gen,
                                      positive)
-                parts[f"{query[0]}_{lv}"] = float(term.detach())
+                parts[f"{query[0]}_{lv}"] = term.detach()
                 total = total + weight * term
         self._update_banks(z, index)
         return total, parts
