@@ -20,16 +20,10 @@ from pathlib import Path
 
 import torch
 from common import last_record, save
-from methods import SETTINGS, vssl
+from methods import SETTINGS, method_of, vssl
 
 from vssl_cli.engine.config import resolve
 from vssl_cli.methods import method_class
-
-
-def method_of(name: str) -> str:
-    """The vssl method a bench/methods.py setting runs (teg-ps is teg with alpha 0)."""
-    flags = SETTINGS[name]
-    return flags[flags.index("--method") + 1] if "--method" in flags else name
 
 
 def backbone(name: str, tiny: bool) -> str:

@@ -57,6 +57,12 @@ ABLATIONS = {
     "vthcl-res5": ["--method", "vthcl", *SETTINGS["vthcl"], "--set", "level_weights=[0,0,1]"],
 }
 RUNNABLE = {**SETTINGS, **ABLATIONS}
+
+
+def method_of(name: str) -> str:
+    """The vssl method a setting runs (teg-ps is teg with alpha 0)."""
+    flags = RUNNABLE[name]
+    return flags[flags.index("--method") + 1] if "--method" in flags else name
 EVAL = ["--clip-len", "8", "--stride", "2"]
 # Epochs relative to --epochs, so that every method puts about as many frames through its
 # encoder: a TCE step sees 2 frames of each video (anchor and positive), a SimCLR step 2

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import make_videos, save
-from methods import RECIPE, SETTINGS
+from methods import RECIPE, RUNNABLE, method_of
 
 from vssl_cli.data import augment
 from vssl_cli.data.dataset import ClipDataset, collate_clips
@@ -58,10 +58,12 @@ def make_store(work: Path, videos: int, frames: int, codec: str = "auto"
 
 
 def config_for(name: str, args) -> dict:
-    flags = SETTINGS[name]
+    flags = RUNNABLE[name]
     sets = [flags[i + 1] for i, flag in enumerate(flags) if flag == "--set"]
-    config = resolve(method_class(name).Params, str(RECIPE), {"backbone": args.backbone}, sets)
-    config.update(method=name, batch_size=args.batch, workers=args.workers,
+    method = method_of(name)
+    config = resolve(method_class(method).Params, str(RECIPE), {"backbone": args.backbone},
+                     sets)
+    config.update(method=method, batch_size=args.batch, workers=args.workers,
                   device=args.device, warmup_epochs=0, log_every=1,
                   checkpoint_every=10**9, max_steps=WARMUP_STEPS + args.steps, epochs=10**6)
     config["aug"]["size"] = args.size

@@ -34,10 +34,10 @@ def test_replayed_augmentation_returns_the_recorded_tensors_wherever_apply_was_i
         assert augment.apply(clips, second, cfg) is a
 
 
-@pytest.mark.parametrize("name", ["simclr", "tclr", "ctrlaug"])
+@pytest.mark.parametrize("name", ["simclr", "tclr", "ctrlaug", "teg-ps"])
 def test_measured_methods_resolve_with_one_record_per_step(name):
     args = argparse.Namespace(backbone="r3d18-tiny", batch=4, workers=0, device="cpu",
                               steps=3, size=32)
     config = bench_train.config_for(name, args)
-    assert config["method"] == name and config["log_every"] == 1
+    assert config["method"] == {"teg-ps": "teg"}.get(name, name) and config["log_every"] == 1
     assert config["max_steps"] == bench_train.WARMUP_STEPS + 3 and config["aug"]["size"] == 32

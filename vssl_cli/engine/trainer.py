@@ -142,12 +142,11 @@ def read_losses(unread: list, window: dict[str, list[float]], last_saved: int, r
     the host wait for the device at each step (the next batch's copy and launches then
     wait too); reading at each log and checkpoint lets a non-finite step train on until
     then, but never into a checkpoint."""
-    names = [(step, k) for step, _, parts in unread for k, v in parts.items()
-             if isinstance(v, torch.Tensor)]
-    tensors = [loss for _, loss, _ in unread] + [
-        v for _, _, parts in unread for v in parts.values() if isinstance(v, torch.Tensor)]
+    on_device = {(step, k): v for step, _, parts in unread for k, v in parts.items()
+                 if isinstance(v, torch.Tensor)}
+    tensors = [loss for _, loss, _ in unread] + list(on_device.values())
     values = torch.stack([t.float().reshape(()) for t in tensors]).tolist()
-    losses, read = values[:len(unread)], dict(zip(names, values[len(unread):]))
+    losses, read = values[:len(unread)], dict(zip(on_device, values[len(unread):]))
     for (step, _, parts), loss in zip(unread, losses):
         if not math.isfinite(loss):
             saved = f"the last good checkpoint (step {last_saved}) is kept"
