@@ -1,13 +1,15 @@
 """bench/results/README.md: every benchmark's headline figure as a ratio to its limit.
 
 Reads the JSON files the benchmarks wrote (extract, store, train, retrieval, methods,
-shortcut, gpu) and writes one markdown table, so `make bench` ends with a readable summary.
+shortcut, gpu, quality) and writes one markdown table, so `make bench` ends with a readable
+summary.
 """
 from __future__ import annotations
 
 import json
 
 from common import RESULTS, top1_text
+from quality import table as quality_table
 
 
 def _load(name: str) -> dict | None:
@@ -178,6 +180,8 @@ def headline_tables() -> dict[str, str]:
              "| random init, same encoder |", "|---|---|---|"]
             + [f"| {name} | {top1_text(row, 'pretrained')} | {top1_text(row, 'random')} |"
                for name, row in m["methods"].items()])
+    if (q := _load("quality")):
+        tables["quality"] = quality_table(q["methods"])
     return tables
 
 

@@ -87,7 +87,7 @@ def test_readme_tables_are_what_the_report_prints():
         sys.path.pop(0)
     text = (ROOT / "README.md").read_text()
     shown = dict(re.findall(r"<!-- report:(\w+) -->\n(.*?)\n<!-- /report -->", text, re.S))
-    assert set(shown) == {"extract", "extract_real", "store", "methods"}
+    assert set(shown) == {"extract", "extract_real", "store", "methods", "quality"}
     tables = report.headline_tables()
     for name, table in shown.items():
         assert table == tables[name], name
