@@ -63,6 +63,13 @@ def method_of(name: str) -> str:
     """The vssl method a setting runs (teg-ps is teg with alpha 0)."""
     flags = RUNNABLE[name]
     return flags[flags.index("--method") + 1] if "--method" in flags else name
+
+
+def set_flags(values) -> list[str]:
+    """KEY=VALUE settings as vssl arguments, each after its ``--set``."""
+    return [a for kv in values for a in ("--set", kv)]
+
+
 EVAL = ["--clip-len", "8", "--stride", "2"]
 # Epochs relative to --epochs, so that every method puts about as many frames through its
 # encoder: a TCE step sees 2 frames of each video (anchor and positive), a SimCLR step 2
@@ -179,7 +186,7 @@ def supervised_run(frames, start: Path, out: Path, seed: int, epochs: int, threa
     SUPERVISED_SETS. Shared with bench/learnable.py."""
     init = vssl("pretrain", frames, "--recipe", RECIPE, "--method", "simclr", *pretrain_args,
                 "--seed", seed, *loader, "-o", start, "--epochs", 0, threads=threads)
-    sets = [a for kv in [*SUPERVISED_SETS, *finetune_sets] for a in ("--set", kv)]
+    sets = set_flags([*SUPERVISED_SETS, *finetune_sets])
     return Path(vssl("finetune", init, "--data", frames, "-o", out, "--epochs", epochs,
                      "--seed", seed, *sets, *loader, threads=threads))
 
@@ -233,7 +240,7 @@ def main():
     threads = threads_per_job(args.jobs) if args.jobs > 1 else 0
     loader = ["-j", "1"] if args.jobs > 1 else []
 
-    sets = [a for kv in args.sets for a in ("--set", kv)]
+    sets = set_flags(args.sets)
 
     def common(name: str, seed: int) -> list:
         method = ["--method", name] if "--method" not in RUNNABLE[name] else []

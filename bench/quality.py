@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from common import RESULTS, ROOT, save
-from methods import RECIPE, SETTINGS, SUPERVISED_SETS, metrics
+from methods import RECIPE, SETTINGS, SUPERVISED_SETS, metrics, set_flags
 
 SIZE = 32          # what the encoder sees (rendered at 48, scaled down by extract)
 SYNTH = ["--size", 48, "--frames", 32, "--videos-per-class", 200, "--placement", "free",
@@ -58,8 +58,7 @@ WHOLE_FRAMES = ["aug.scale=[1.0,1.0]"]
 # The recipe relative to the checkout that trains (vssl runs there): the settings' digest
 # and the stored record do not depend on where the clone lives.
 PRETRAIN = ["--recipe", RECIPE.relative_to(ROOT), "--set", f"aug.size={SIZE}",
-            "--set", "warmup_epochs=0.5", *[a for kv in WHOLE_FRAMES for a in ("--set", kv)],
-            "-j", 1]
+            "--set", "warmup_epochs=0.5", *set_flags(WHOLE_FRAMES), "-j", 1]
 # The supervised ceiling: the labels alone, without augmentation (whole frames, no colour
 # jitter, blur or grey), no dropout, lr 2e-3. The finetune's crops and colour jitter
 # together kept the labels at chance for the whole budget (a 660-video version of the
@@ -138,7 +137,7 @@ def train(method: str, seed: int, frames: Path, work: Path) -> Path:
         return random_init(seed, frames, out)
     if method == "supervised":    # random init finetuned with the labels: the ceiling
         start = random_init(seed, frames, work / f"init-s{seed}")   # its own: runs in parallel
-        sets = [a for kv in [*SUPERVISED_SETS, *SUPERVISED] for a in ("--set", kv)]
+        sets = set_flags([*SUPERVISED_SETS, *SUPERVISED])
         return Path(vssl("finetune", start, "--data", frames, "-o", out, "--epochs",
                          EPOCHS[method], "--seed", seed, "--set", f"aug.size={SIZE}", *sets,
                          "-j", 1, root=TRAIN_ROOT))
