@@ -55,6 +55,9 @@ ABLATIONS = {
     "teg-fine": ["--method", "teg", "--set", "long_len=16", "--set", "alpha=1.0"],
     # VTHCL's contrast at res5 only (its levels res3 and res4 weighted 0)
     "vthcl-res5": ["--method", "vthcl", *SETTINGS["vthcl"], "--set", "level_weights=[0,0,1]"],
+    # VTHCL's positive as the counterpart's embedding in this batch instead of its bank entry
+    # (a random vector until the video's first visit, one epoch stale after)
+    "vthcl-current": ["--method", "vthcl", *SETTINGS["vthcl"], "--set", 'positive="current"'],
 }
 RUNNABLE = {**SETTINGS, **ABLATIONS}
 

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from common import RESULTS, ROOT, save
-from methods import RECIPE, SETTINGS, SUPERVISED_SETS, metrics, set_flags
+from methods import RECIPE, RUNNABLE, SUPERVISED_SETS, method_of, metrics, set_flags
 
 SIZE = 32          # what the encoder sees (rendered at 48, scaled down by extract)
 SYNTH = ["--size", 48, "--frames", 32, "--videos-per-class", 200, "--placement", "free",
@@ -111,7 +111,7 @@ def code_key(root: Path) -> str:
 def settings_key() -> str:
     """A digest of how this script trains and evaluates (PRETRAIN, the methods' settings,
     epochs, the ceiling's and the probe's options)."""
-    settings = [PRETRAIN, SETTINGS, SUPERVISED_SETS, SUPERVISED, EPOCHS, EVAL]
+    settings = [PRETRAIN, RUNNABLE, SUPERVISED_SETS, SUPERVISED, EPOCHS, EVAL]
     return hashlib.sha256(json.dumps(settings, default=str).encode()).hexdigest()[:8]
 
 
@@ -141,10 +141,10 @@ def train(method: str, seed: int, frames: Path, work: Path) -> Path:
         return Path(vssl("finetune", start, "--data", frames, "-o", out, "--epochs",
                          EPOCHS[method], "--seed", seed, "--set", f"aug.size={SIZE}", *sets,
                          "-j", 1, root=TRAIN_ROOT))
-    settings = SETTINGS[method]
+    settings = RUNNABLE[method]
     name = [] if "--method" in settings else ["--method", method]
     return Path(vssl("pretrain", frames, *PRETRAIN, *name, *settings, "--seed", seed,
-                     "-o", out, "--epochs", EPOCHS[method], root=TRAIN_ROOT))
+                     "-o", out, "--epochs", epochs_of(method), root=TRAIN_ROOT))
 
 
 def measure(method: str, seed: int, frames: Path, work: Path) -> dict:
@@ -157,15 +157,30 @@ def measure(method: str, seed: int, frames: Path, work: Path) -> dict:
             "train_seconds": round(m.get("wall_s", 0.0), 1)}
 
 
+def ablations() -> list[str]:
+    """The ablations of the guard's methods (bench/methods.py: a loss term off, TeG with its
+    fine-grained term, TCLR's official scaling) that run on this set, for an ablation that
+    says why a method falls short; never part of the reference."""
+    guarded = {method_of(m) for m in EPOCHS if m in RUNNABLE}
+    return [n for n in RUNNABLE if n not in EPOCHS and method_of(n) in guarded]
+
+
+def epochs_of(name: str) -> int:
+    """A guard method's epochs; an ablation trains as long as the guard method it varies."""
+    if name in EPOCHS:
+        return EPOCHS[name]
+    return next(EPOCHS[m] for m in EPOCHS if m in RUNNABLE and method_of(m) == method_of(name))
+
+
 def parse_epochs(text: str) -> dict[str, int]:
     """``simclr=12,tclr=4`` as {method: epochs}; the runs then cache under their own
     settings (EPOCHS is part of ``settings_key``)."""
     out = {}
     for item in filter(None, text.split(",")):
         method, _, n = item.partition("=")
-        if method not in EPOCHS or not n.isdigit():
+        if method not in [*EPOCHS, *ablations()] or not n.isdigit():
             raise ValueError(f"--epochs {item!r}: want METHOD=N with METHOD one of "
-                             + ", ".join(EPOCHS))
+                             + ", ".join([*EPOCHS, *ablations()]))
         out[method] = int(n)
     return out
 
@@ -176,7 +191,7 @@ def summarise(runs: list[dict]) -> dict:
     out = {}
     for method in dict.fromkeys(r["method"] for r in runs):
         mine = sorted((r for r in runs if r["method"] == method), key=lambda r: r["seed"])
-        out[method] = {"epochs": EPOCHS[method], "seeds": mine,
+        out[method] = {"epochs": epochs_of(method), "seeds": mine,
                        "mean": {k: float(np.mean([r[k] for r in mine])) for k in METRICS},
                        "spread": {k: float(np.ptp([r[k] for r in mine])) for k in METRICS},
                        "std": {k: float(np.std([r[k] for r in mine])) for k in METRICS},
@@ -255,7 +270,8 @@ def table(rows: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", default=",".join(EPOCHS),
-                    help="comma-separated, from: " + ", ".join(EPOCHS))
+                    help="comma-separated, from: " + ", ".join(EPOCHS) + "; or ablations "
+                         "(not with --check or --update): " + ", ".join(ablations()))
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
     ap.add_argument("--work", default="/tmp/vssl-bench-quality")
@@ -276,14 +292,16 @@ def main() -> None:
                       help="store this run as the reference (bench/results/quality.json)")
     args = ap.parse_args()
     methods = args.methods.split(",")
-    unknown = [m for m in methods if m not in EPOCHS]
+    unknown = [m for m in methods if m not in [*EPOCHS, *ablations()]]
     if unknown:
-        ap.error(f"unknown method {unknown[0]!r}; choose from {', '.join(EPOCHS)}")
+        ap.error(f"unknown method {unknown[0]!r}; choose from "
+                 f"{', '.join([*EPOCHS, *ablations()])}")
     global TRAIN_ROOT, THREADS
     TRAIN_ROOT, THREADS = (args.train_code or ROOT).resolve(), args.threads
-    if (args.update or args.check) and (TRAIN_ROOT != ROOT or THREADS != 1 or args.epochs):
-        ap.error("--train-code, --threads and --epochs measure something else: not with "
-                 "--check or --update")
+    varied = TRAIN_ROOT != ROOT or THREADS != 1 or args.epochs or set(methods) - set(EPOCHS)
+    if (args.update or args.check) and varied:
+        ap.error("--train-code, --threads, --epochs and ablations measure something else: "
+                 "not with --check or --update")
     try:
         EPOCHS.update(parse_epochs(args.epochs))
     except ValueError as e:
@@ -299,15 +317,16 @@ def main() -> None:
     runs_dir.mkdir(parents=True, exist_ok=True)    # older checkouts (--train-code) need it
     jobs = [(m, int(s)) for m in methods for s in args.seeds.split(",")]
     # the longest first, so that two workers finish together
-    cost = {"tclr": 4, "ctrlaug": 2.5, "vthcl": 2, "teg-ps": 2, "simclr": 1, "supervised": 0.5}
-    jobs.sort(key=lambda j: -EPOCHS[j[0]] * cost.get(j[0], 0))
+    cost = {"tclr": 4, "ctrlaug": 2.5, "vthcl": 2, "teg": 2, "simclr": 1, "supervised": 0.5}
+    jobs.sort(key=lambda j: -epochs_of(j[0]) * cost.get(
+        method_of(j[0]) if j[0] in RUNNABLE else j[0], 0))
     runs = []
     with ThreadPoolExecutor(args.jobs) as pool:
         for row in pool.map(lambda j: measure(*j, frames, runs_dir), jobs):
             print(json.dumps(row), file=sys.stderr, flush=True)
             runs.append(row)
     rows = summarise(runs)
-    order = {m: i for i, m in enumerate(EPOCHS)}
+    order = {m: i for i, m in enumerate([*EPOCHS, *ablations()])}
     rows = dict(sorted(rows.items(), key=lambda kv: order[kv[0]]))
     payload = {"commit": code_key(TRAIN_ROOT), "evaluated_by": code_key(ROOT),
                "benchmark": {"synth": list(map(str, SYNTH)),
