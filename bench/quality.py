@@ -187,7 +187,7 @@ def parse_epochs(text: str) -> dict[str, int]:
 
 def summarise(runs: list[dict]) -> dict:
     """Per method: the mean of each metric over seeds, their spread (max - min), their
-    standard deviation and the seeds' own figures."""
+    standard deviation, the standard error of the mean and the seeds' own figures."""
     out = {}
     for method in dict.fromkeys(r["method"] for r in runs):
         mine = sorted((r for r in runs if r["method"] == method), key=lambda r: r["seed"])
@@ -195,8 +195,36 @@ def summarise(runs: list[dict]) -> dict:
                        "mean": {k: float(np.mean([r[k] for r in mine])) for k in METRICS},
                        "spread": {k: float(np.ptp([r[k] for r in mine])) for k in METRICS},
                        "std": {k: float(np.std([r[k] for r in mine])) for k in METRICS},
+                       "sem": {k: float(np.std([r[k] for r in mine], ddof=1)
+                                        / np.sqrt(len(mine))) if len(mine) > 1 else 0.0
+                               for k in METRICS},
                        "train_seconds": float(np.mean([r["train_seconds"] for r in mine]))}
     return out
+
+
+def pooled(paths: list[Path]) -> dict:
+    """The runs of several results files (the reference and runs of other seeds) summarised
+    as one: they must share the benchmark's settings and each method's epochs, and not
+    repeat a method's seed."""
+    runs, epochs, setting = {}, {}, None
+    for path in paths:
+        data = json.loads(path.read_text())
+        if setting is not None and data["benchmark"] != setting:
+            raise SystemExit(f"{path}: another benchmark setting than {paths[0]}")
+        setting = data["benchmark"]
+        for method, row in data["methods"].items():
+            if epochs.setdefault(method, row["epochs"]) != row["epochs"]:
+                raise SystemExit(f"{path}: {method} trained {row['epochs']} epochs, "
+                                 f"{epochs[method]} in an earlier file")
+            for run in row["seeds"]:
+                if (method, run["seed"]) in runs:
+                    raise SystemExit(f"{path}: {method} seed {run['seed']} is in an earlier "
+                                     "file too")
+                runs[method, run["seed"]] = run
+    rows = summarise(list(runs.values()))
+    for method, row in rows.items():
+        row["epochs"] = epochs[method]
+    return rows
 
 
 def failures(now: dict, ref: dict) -> list[str]:
@@ -256,11 +284,13 @@ def learners(rows: dict) -> list[str]:
     return out
 
 
-def table(rows: dict) -> str:
+def table(rows: dict, error: str = "std") -> str:
+    """Markdown: each metric's mean +- ``error`` (std: the seeds' standard deviation; sem:
+    the mean's standard error)."""
     lines = ["| method | epochs | probe, 3 clips | probe, 1 clip | R@1 | seeds (3 clips) "
              "| train s |", "|---|---|---|---|---|---|---|"]
     for method, r in rows.items():
-        cell = [f"{r['mean'][k]:.3f} +- {r['std'][k]:.3f}" for k in METRICS]
+        cell = [f"{r['mean'][k]:.3f} +- {r[error][k]:.3f}" for k in METRICS]
         seeds = ", ".join(f"{s['top1']:.3f}" for s in r["seeds"])
         lines.append(f"| {method} | {r['epochs']} | {' | '.join(cell)} | {seeds} | "
                      f"{r['train_seconds']:.0f} |")
@@ -285,12 +315,18 @@ def main() -> None:
                     help="other epochs for some methods, e.g. simclr=12 for SimCLR at TCLR's "
                          "seconds (not with --check or --update)")
     ap.add_argument("--tag", default="", help="results in quality_run_TAG.json")
+    ap.add_argument("--pool", nargs="+", type=Path, metavar="RESULTS",
+                    help="train nothing: print the runs of these results files as one table, "
+                         "mean +- standard error (e.g. quality.json and runs of more seeds)")
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true",
                       help="fail when a method falls below bench/results/quality.json")
     mode.add_argument("--update", action="store_true",
                       help="store this run as the reference (bench/results/quality.json)")
     args = ap.parse_args()
+    if args.pool:
+        print(table(pooled(args.pool), "sem"))
+        return
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in [*EPOCHS, *ablations()]]
     if unknown:

@@ -59,9 +59,39 @@ def test_summary_means_spreads_and_table():
             "0.225 +- 0.025 | 0.400, 0.500 | 100 |") in quality.table(rows)
 
 
-@pytest.mark.parametrize("method", sorted(set(quality.EPOCHS) - {"random", "supervised"}))
+def _results(path, seeds, epochs=4, setting="a"):
+    runs = [{"method": "tclr", "seed": s, "top1": t, "top1_1clip": t, "R@1": t,
+             "train_seconds": 10.0} for s, t in seeds]
+    rows = quality.summarise(runs)
+    rows["tclr"]["epochs"] = epochs
+    path.write_text(json.dumps({"benchmark": {"synth": [setting]}, "methods": rows}))
+    return path
+
+
+def test_runs_of_several_files_pool_into_one_table_with_standard_errors(tmp_path, capsys,
+                                                                       monkeypatch):
+    ref = _results(tmp_path / "ref.json", [(0, 0.30), (1, 0.20)])
+    more = _results(tmp_path / "more.json", [(2, 0.25), (3, 0.29)])
+    rows = quality.pooled([ref, more])
+    assert [r["seed"] for r in rows["tclr"]["seeds"]] == [0, 1, 2, 3]
+    assert rows["tclr"]["mean"]["top1"] == pytest.approx(0.26)
+    # the standard error of the mean: the sample deviation over the root of the seeds
+    assert rows["tclr"]["sem"]["R@1"] == pytest.approx(0.04546 / 2, abs=1e-4)
+    monkeypatch.setattr(sys, "argv", ["quality.py", "--pool", str(ref), str(more)])
+    quality.main()
+    assert "| tclr | 4 | 0.260 +- 0.023 |" in capsys.readouterr().out
+    for bad, why in ((_results(tmp_path / "again.json", [(1, 0.2)]), "seed 1 is in an earlier"),
+                     (_results(tmp_path / "long.json", [(5, 0.2)], epochs=13), "trained 13"),
+                     (_results(tmp_path / "other.json", [(5, 0.2)], setting="b"),
+                      "another benchmark setting")):
+        with pytest.raises(SystemExit, match=why):
+            quality.pooled([ref, bad])
+
+
+@pytest.mark.parametrize("method", sorted(set(quality.EPOCHS) - {"random", "supervised"})
+                         + quality.ablations())
 def test_every_method_setting_resolves_at_the_benchmark_size(method, tmp_path):
-    settings = [str(a) for a in quality.SETTINGS[method]]
+    settings = [str(a) for a in quality.RUNNABLE[method]]
     name = [] if "--method" in settings else ["--method", method]
     code, out, err = vssl_in_process("pretrain", tmp_path, "-o", tmp_path / "run",
                                      *map(str, quality.PRETRAIN), *name, *settings,
@@ -122,7 +152,7 @@ def test_check_without_a_reference_fails_at_once(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("other", [["--threads", "2"], ["--epochs", "simclr=12"],
-                                   ["--train-code", "/tmp"]])
+                                   ["--train-code", "/tmp"], ["--methods", "ctrlaug-no-mi"]])
 def test_what_measures_something_else_cannot_check_or_update(other, tmp_path, monkeypatch,
                                                              capsys):
     for name in ("TRAIN_ROOT", "THREADS"):                 # main() sets them
@@ -171,3 +201,25 @@ def test_other_epochs_parse_and_unknown_methods_are_refused():
     for bad in ("moco=3", "simclr=", "simclr=1.5"):
         with pytest.raises(ValueError, match="METHOD=N"):
             quality.parse_epochs(bad)
+
+
+def test_ablations_vary_a_guard_method_and_train_as_long_as_it():
+    """An ablation says why a guard method falls short, so it runs the guard's budget for
+    that method; settings of methods the guard does not train (TCE) are not offered."""
+    names = quality.ablations()
+    assert {"ctrlaug-no-mi", "teg", "vthcl-current", "tclr-ic-only"} <= set(names)
+    assert "tce" not in names and not set(names) & set(quality.EPOCHS)
+    assert quality.epochs_of("teg") == quality.EPOCHS["teg-ps"]
+    assert quality.epochs_of("ctrlaug-no-mi") == quality.EPOCHS["ctrlaug"]
+    assert quality.parse_epochs("teg=6") == {"teg": 6}
+
+
+def test_runs_are_cached_per_ablation_setting(tmp_path, monkeypatch):
+    """An edited ablation trains anew rather than reusing the runs of the old one."""
+    synth = tmp_path / "set"
+    synth.mkdir()
+    (synth / "synth.json").write_text(json.dumps({"id": "aaaa"}))
+    before = quality.runs_folder(tmp_path / "work", synth, ROOT, 1)
+    monkeypatch.setitem(quality.RUNNABLE, "teg-fine", [*quality.RUNNABLE["teg-fine"], "--set",
+                                                        "tau=0.2"])
+    assert quality.runs_folder(tmp_path / "work", synth, ROOT, 1) != before
