@@ -50,6 +50,8 @@ ABLATIONS = {
        for t in ("ic", "ll", "gl")},
     # TCLR's instance term alone: its architecture and clips, without its temporal terms
     "tclr-ic-only": ["--method", "tclr", *SETTINGS["tclr"], "--set", "w_ll=0", "--set", "w_gl=0"],
+    # SimCLR on TCLR's encoder (temporal strides 1,2,2,1: time kept to the last stage)
+    "simclr-tclr-strides": ["--method", "simclr", "--set", "temporal_strides=[1,2,2,1]"],
     **{f"ctrlaug-no-{t}": ["--method", "ctrlaug", *SETTINGS["ctrlaug"], "--set", f"w_{t}=0"]
        for t in ("rc", "mi", "td")},
     "teg-fine": ["--method", "teg", "--set", "long_len=16", "--set", "alpha=1.0"],
