@@ -91,6 +91,19 @@ def test_simclr_and_tclr_send_gradients_to_encoder_and_heads():
     assert set(parts) == {"ic", "ll", "gl"}
 
 
+def test_simclr_can_keep_time_like_tclrs_encoder():
+    """SimCLR on TCLR's temporal strides (the ablation that tells TCLR's encoder from its
+    terms): the last stage keeps a step per 4 frames; the default is the backbone's own."""
+    aug = AugConfig(size=32)
+    clip = torch.zeros(1, 3, 8, 32, 32)
+    kept = SimCLR(SimCLRParams(clip_len=8, temporal_strides=(1, 2, 2, 1)), "r3d18-tiny", aug)
+    plain = SimCLR(SimCLRParams(clip_len=8), "r3d18-tiny", aug)
+    assert kept.encoder(clip)["res5"].shape[2] == 2
+    assert plain.encoder(clip)["res5"].shape[2] == 1
+    assert kept.encoder_spec()["temporal_strides"] == [1, 2, 2, 1]
+    assert plain.encoder_spec()["temporal_strides"] is None
+
+
 def test_tclr_losses_switch_off():
     torch.manual_seed(0)
     method = TCLR(TCLRParams(clip_len=8, n_local=2, w_ic=0, w_gl=0), "r3d18-tiny",

@@ -31,6 +31,9 @@ class SimCLRParams:
     # are asymmetric: blur p 1.0 / 0.1, solarize p 0 / 0.2.
     view_blur_p: tuple[float, ...] = ()
     view_solarize_p: tuple[float, ...] = ()
+    # None: the backbone's own temporal downsampling; (1, 2, 2, 1), TCLR's, keeps time to the
+    # last stage (the ablation that tells TCLR's encoder from its temporal terms)
+    temporal_strides: tuple[int, ...] | None = None
 
     def validate(self):
         if self.gap not in ("cvrl", "uniform"):
@@ -47,7 +50,7 @@ class SimCLR(Method):
     Params = SimCLRParams
 
     def __init__(self, params: SimCLRParams, backbone, aug, temporal_strides=None):
-        super().__init__(params, backbone, aug, temporal_strides)
+        super().__init__(params, backbone, aug, temporal_strides or params.temporal_strides)
         dim = self.encoder.out_dim
         self.head = ProjectionHead(dim, params.proj_dim, params.proj_hidden or dim,
                                    params.proj_layers)
