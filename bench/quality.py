@@ -158,9 +158,9 @@ def measure(method: str, seed: int, frames: Path, work: Path) -> dict:
 
 
 def ablations() -> list[str]:
-    """The ablations of the guard's methods (bench/methods.py: a loss term off, TeG with its
-    fine-grained term, TCLR's official scaling) that run on this set, for an ablation that
-    says why a method falls short; never part of the reference."""
+    """The variants of the guard's methods in bench/methods.py (a loss term off, TeG with
+    its fine-grained term, SimCLR on TCLR's encoder, ...): they say why a method falls
+    short on this set, and are never part of the reference."""
     guarded = {method_of(m) for m in EPOCHS if m in RUNNABLE}
     return [n for n in RUNNABLE if n not in EPOCHS and method_of(n) in guarded]
 
